@@ -1,0 +1,64 @@
+"""CSV: one prompt a row; responses in `response_1`, `model_1`, `response_2`, ... columns.
+
+`messages`, `metadata` and `responses` may also hold JSON text, for rows that need it.
+"""
+
+import csv
+import io
+import json
+import re
+from typing import BinaryIO
+
+from feedback.services import ImportRejected, RowError
+
+RESPONSE_COLUMN = re.compile(r"^(response|model)_(\d+)$")
+JSON_COLUMNS = ("messages", "metadata", "responses")
+
+
+def read_rows(file: BinaryIO, name: str) -> list[tuple[int, dict]]:
+    try:
+        text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+        reader = csv.DictReader(text)
+        records = [(reader.line_num, record) for record in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ImportRejected(name, [RowError(0, "file", f"unreadable CSV: {exc}")]) from exc
+    rows: list[tuple[int, dict]] = []
+    errors: list[RowError] = []
+    for line, record in records:
+        if None in record:
+            errors.append(RowError(line, "row", "more values than header columns"))
+            continue
+        row, row_errors = _row(line, record)
+        errors.extend(row_errors)
+        rows.append((line, row))
+    if errors:
+        raise ImportRejected(name, errors)
+    return rows
+
+
+def _row(line: int, record: dict[str, str]) -> tuple[dict, list[RowError]]:
+    row: dict = {}
+    errors: list[RowError] = []
+    numbered: dict[int, dict[str, str]] = {}
+    for column, value in record.items():
+        if value is None or value == "":
+            continue
+        match = RESPONSE_COLUMN.match(column)
+        if match:
+            numbered.setdefault(int(match[2]), {})[match[1]] = value
+        elif column in JSON_COLUMNS:
+            try:
+                row[column] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                errors.append(RowError(line, column, f"invalid JSON: {exc.msg}"))
+        else:
+            row[column] = value
+    if numbered:
+        responses = row.setdefault("responses", [])
+        for index in sorted(numbered):
+            parts = numbered[index]
+            if "response" not in parts:
+                errors.append(RowError(line, f"response_{index}", "model given without response"))
+                continue
+            responses.append({"text": parts["response"], "model": parts.get("model", "")})
+    return row, errors

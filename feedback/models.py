@@ -1,0 +1,783 @@
+"""The feedback domain: projects, prompts, candidate responses, tasks and five kinds of feedback.
+
+Every rule that one row can state is a database constraint. Rules that span tables (a span
+inside its response's text, a rating inside its aspect's scale, a label of the task's
+project) are checked in `clean()`, which the services call before saving.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+
+class FeedbackKind(models.TextChoices):
+    PAIRWISE = "pairwise", "Pairwise comparison"
+    RATING = "rating", "Rating"
+    RANKING = "ranking", "Ranking"
+    SPAN = "span", "Fine-grained spans"
+    FREE_TEXT = "free_text", "Free text"
+
+
+class Project(models.Model):
+    """An annotation project and its feedback configuration."""
+
+    name = models.CharField(max_length=200, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    collects_pairwise = models.BooleanField(default=True)
+    collects_rating = models.BooleanField(default=False)
+    collects_ranking = models.BooleanField(default=False)
+    collects_spans = models.BooleanField(default=False)
+    collects_free_text = models.BooleanField(default=False)
+    asks_critique = models.BooleanField(default=False, help_text="Free text: critique.")
+    asks_rewrite = models.BooleanField(default=False, help_text="Free text: rewrite.")
+    asks_rationale = models.BooleanField(default=False, help_text="Free text: rationale.")
+    ranking_size = models.PositiveSmallIntegerField(
+        default=4, help_text="Most candidates shown in one ranking task."
+    )
+    annotators_per_task = models.PositiveSmallIntegerField(
+        default=1, help_text="How many different annotators judge each task."
+    )
+    lease_minutes = models.PositiveSmallIntegerField(
+        default=30, help_text="A task handed out and not submitted returns to the queue after this."
+    )
+    show_judge_suggestions = models.BooleanField(
+        default=False, help_text="Show LLM-judge feedback to annotators as a marked suggestion."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="project_collects_some_kind",
+                condition=Q(collects_pairwise=True)
+                | Q(collects_rating=True)
+                | Q(collects_ranking=True)
+                | Q(collects_spans=True)
+                | Q(collects_free_text=True),
+                violation_error_message="A project must collect at least one kind of feedback.",
+            ),
+            models.CheckConstraint(
+                name="project_free_text_has_mode",
+                condition=Q(collects_free_text=False)
+                | Q(asks_critique=True)
+                | Q(asks_rewrite=True)
+                | Q(asks_rationale=True),
+                violation_error_message="Free-text feedback needs critique, rewrite or rationale.",
+            ),
+            models.CheckConstraint(
+                name="project_ranking_size_at_least_two",
+                condition=Q(ranking_size__gte=2),
+                violation_error_message="A ranking needs at least two candidates.",
+            ),
+            models.CheckConstraint(
+                name="project_annotators_per_task_positive",
+                condition=Q(annotators_per_task__gte=1),
+                violation_error_message="Each task needs at least one annotator.",
+            ),
+            models.CheckConstraint(
+                name="project_lease_positive",
+                condition=Q(lease_minutes__gte=1),
+                violation_error_message="The lease must be at least one minute.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def feedback_kinds(self) -> list[FeedbackKind]:
+        flags = {
+            FeedbackKind.PAIRWISE: self.collects_pairwise,
+            FeedbackKind.RATING: self.collects_rating,
+            FeedbackKind.RANKING: self.collects_ranking,
+            FeedbackKind.SPAN: self.collects_spans,
+            FeedbackKind.FREE_TEXT: self.collects_free_text,
+        }
+        return [kind for kind, on in flags.items() if on]
+
+    @property
+    def free_text_modes(self) -> list[FreeTextFeedback.Mode]:
+        if not self.collects_free_text:
+            return []
+        flags = {
+            FreeTextFeedback.Mode.CRITIQUE: self.asks_critique,
+            FreeTextFeedback.Mode.REWRITE: self.asks_rewrite,
+            FreeTextFeedback.Mode.RATIONALE: self.asks_rationale,
+        }
+        return [mode for mode, on in flags.items() if on]
+
+
+class ProjectMember(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        ANNOTATOR = "annotator", "Annotator"
+        VIEWER = "viewer", "Viewer"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user"],
+                name="projectmember_one_role_per_user",
+                violation_error_message="This user already has a role in the project.",
+            ),
+            models.CheckConstraint(
+                name="projectmember_role_valid",
+                condition=Q(role__in=["admin", "annotator", "viewer"]),
+                violation_error_message="Unknown role.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class RatingAspect(models.Model):
+    """One rated dimension (helpfulness, honesty...) with its scale and rubric."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="aspects")
+    name = models.CharField(max_length=100)
+    rubric = models.TextField(blank=True, help_text="Markdown: what each score means.")
+    scale_min = models.SmallIntegerField(default=1)
+    scale_max = models.SmallIntegerField(default=5)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"],
+                name="ratingaspect_unique_name",
+                violation_error_message="The project already has an aspect with this name.",
+            ),
+            models.CheckConstraint(
+                name="ratingaspect_scale_ordered",
+                condition=Q(scale_min__lt=F("scale_max")),
+                violation_error_message="The scale's minimum must be below its maximum.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.scale_min}-{self.scale_max})"
+
+
+class Severity(models.TextChoices):
+    MINOR = "minor", "Minor"
+    MAJOR = "major", "Major"
+    CRITICAL = "critical", "Critical"
+
+
+class SpanLabel(models.Model):
+    """A category an annotator can give a highlighted part of a response."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="span_labels")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    color = models.CharField(max_length=7, default="#f59e0b", help_text="#rrggbb")
+    default_severity = models.CharField(
+        max_length=16, choices=Severity.choices, default=Severity.MINOR
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"],
+                name="spanlabel_unique_name",
+                violation_error_message="The project already has a label with this name.",
+            ),
+            models.CheckConstraint(
+                name="spanlabel_color_hex",
+                condition=Q(color__regex=r"^#[0-9a-fA-F]{6}$"),
+                violation_error_message="Colour must be #rrggbb.",
+            ),
+            models.CheckConstraint(
+                name="spanlabel_default_severity_valid",
+                condition=Q(default_severity__in=Severity.values),
+                violation_error_message="Unknown severity.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    """A single-turn text prompt or a multi-turn chat ending in a user turn."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200, blank=True)
+    text = models.TextField(blank=True)
+    messages = models.JSONField(
+        null=True, blank=True, help_text='Chat turns: [{"role": "user", "content": "..."}].'
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=~Q(external_id=""),
+                name="prompt_unique_external_id",
+                violation_error_message="A prompt with this external id already exists.",
+            ),
+            # Exactly one form: plain text or chat messages.
+            models.CheckConstraint(
+                name="prompt_text_xor_messages",
+                condition=(Q(messages__isnull=True) & ~Q(text=""))
+                | (Q(messages__isnull=False) & Q(text="")),
+                violation_error_message="A prompt is either text or chat messages, not both.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"prompt {self.pk}"
+
+    @property
+    def turns(self) -> list[dict[str, str]]:
+        """The prompt as chat messages, whichever form it was stored in."""
+        if self.messages is not None:
+            return self.messages
+        return [{"role": "user", "content": self.text}]
+
+    @property
+    def last_user_text(self) -> str:
+        return next(m["content"] for m in reversed(self.turns) if m["role"] == "user")
+
+    def clean(self) -> None:
+        if self.messages is not None:
+            from feedback.schemas import parse_messages
+
+            try:
+                parse_messages(self.messages)
+            except ValueError as exc:
+                raise ValidationError({"messages": str(exc)}) from exc
+
+
+class Job(models.Model):
+    """Background work (generation, judging, training...) as a row the pages can poll."""
+
+    class Kind(models.TextChoices):
+        GENERATE = "generate", "Generate candidates"
+        JUDGE = "judge", "LLM judge"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "status"])]
+        constraints = [
+            models.CheckConstraint(
+                name="job_status_valid",
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                violation_error_message="Unknown job status.",
+            ),
+            models.CheckConstraint(
+                name="job_done_within_total",
+                condition=Q(done__lte=F("total")),
+                violation_error_message="A job cannot have done more than its total.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+
+class Response(models.Model):
+    """A candidate response to a prompt, with where it came from."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    text = models.TextField()
+    model_name = models.CharField(
+        max_length=200, blank=True, help_text="The model that wrote it; blank for a person."
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="written_responses",
+        help_text="The person who wrote it, when a person did.",
+    )
+    generation_params = models.JSONField(default=dict, blank=True)
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+    )
+    sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                name="response_text_not_empty",
+                condition=~Q(text=""),
+                violation_error_message="A response needs text.",
+            ),
+            # A retried generation job finds its earlier samples instead of adding copies.
+            models.UniqueConstraint(
+                fields=["job", "prompt", "model_name", "sample_index"],
+                condition=Q(job__isnull=False),
+                name="response_one_per_job_sample",
+                violation_error_message="This job already generated that sample.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"response {self.pk} by {self.model_name or self.author or 'unknown'}"
+
+
+class Task(models.Model):
+    """What one annotator sees at once: one response, a pair, or a list to rank."""
+
+    class Layout(models.TextChoices):
+        SINGLE = "single", "One response"
+        PAIR = "pair", "Pair"
+        LIST = "list", "List to rank"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    layout = models.CharField(max_length=8, choices=Layout.choices)
+    responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
+    priority = models.FloatField(
+        default=0.0, help_text="Higher is served first (active learning sets it)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "-priority", "id"])]
+        constraints = [
+            models.CheckConstraint(
+                name="task_layout_valid",
+                condition=Q(layout__in=["single", "pair", "list"]),
+                violation_error_message="Unknown task layout.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.layout} task {self.pk}"
+
+    def ordered_responses(self) -> list[Response]:
+        return [
+            link.response for link in self.links.select_related("response").order_by("position")
+        ]
+
+    def clean(self) -> None:
+        if self.prompt_id and self.project_id and self.prompt.project_id != self.project_id:
+            raise ValidationError({"prompt": "The prompt belongs to another project."})
+
+
+class TaskResponse(models.Model):
+    """A response's place in a task: position 0 is A in a pair."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="links")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="task_links")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "position"],
+                name="taskresponse_unique_position",
+                violation_error_message="Two responses at one position.",
+            ),
+            models.UniqueConstraint(
+                fields=["task", "response"],
+                name="taskresponse_unique_response",
+                violation_error_message="A response appears twice in the task.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} #{self.position}: response {self.response_id}"
+
+
+class Judge(models.Model):
+    """An LLM judge, stored as data: model, backend, prompt template and parameters."""
+
+    class Backend(models.TextChoices):
+        TRANSFORMERS = "transformers", "Local transformers model"
+        OPENAI = "openai", "OpenAI-compatible HTTP endpoint"
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.TRANSFORMERS)
+    model_name = models.CharField(max_length=500, help_text="Hub name, local path or served name.")
+    base_url = models.URLField(blank=True, help_text="For the OpenAI-compatible backend.")
+    prompt_template = models.TextField(
+        blank=True, help_text="Placeholders such as {prompt} and {response}; blank for default."
+    )
+    parameters = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="judge_backend_valid",
+                condition=Q(backend__in=["transformers", "openai"]),
+                violation_error_message="Unknown judge backend.",
+            ),
+            models.CheckConstraint(
+                name="judge_openai_needs_url",
+                condition=~Q(backend="openai") | ~Q(base_url=""),
+                violation_error_message="The OpenAI-compatible backend needs a base URL.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Submission(models.Model):
+    """One annotator's or judge's answer to one task; the feedback records hang off it.
+
+    Changing an answer adds a new submission and marks the old one superseded, so the
+    history stays and exports read `is_current` rows only.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="submissions")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="submissions",
+    )
+    judge = models.ForeignKey(
+        Judge, null=True, blank=True, on_delete=models.PROTECT, related_name="submissions"
+    )
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="submissions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    duration_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Time the annotator or judge spent on the task."
+    )
+    is_current = models.BooleanField(default=True)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["task", "is_current"])]
+        constraints = [
+            models.CheckConstraint(
+                name="submission_one_source",
+                condition=Q(annotator__isnull=False, judge__isnull=True)
+                | Q(annotator__isnull=True, judge__isnull=False),
+                violation_error_message="Feedback comes from an annotator or a judge, not both.",
+            ),
+            models.UniqueConstraint(
+                fields=["task", "annotator"],
+                condition=Q(is_current=True, annotator__isnull=False),
+                name="submission_one_current_per_annotator",
+                violation_error_message="This annotator already answered this task.",
+            ),
+            models.UniqueConstraint(
+                fields=["task", "judge"],
+                condition=Q(is_current=True, judge__isnull=False),
+                name="submission_one_current_per_judge",
+                violation_error_message="This judge already answered this task.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"submission {self.pk} on task {self.task_id} by {self.source_label}"
+
+    @property
+    def source_label(self) -> str:
+        return f"judge:{self.judge}" if self.judge_id else f"user:{self.annotator}"
+
+    def clean(self) -> None:
+        if self.annotator_id is None:
+            return
+        is_member = ProjectMember.objects.filter(
+            project_id=self.task.project_id,
+            user_id=self.annotator_id,
+            role__in=[ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN],
+        ).exists()
+        if not is_member:
+            raise ValidationError(
+                {"annotator": f"{self.annotator} is not an annotator of this project."}
+            )
+
+
+class PairwiseFeedback(models.Model):
+    class Choice(models.TextChoices):
+        A = "A", "A is better"
+        B = "B", "B is better"
+        TIE = "tie", "Tie"
+
+    class Strength(models.IntegerChoices):
+        SLIGHTLY = 1, "Slightly better"
+        CLEARLY = 2, "Clearly better"
+        MUCH = 3, "Much better"
+
+    submission = models.OneToOneField(Submission, on_delete=models.CASCADE, related_name="pairwise")
+    choice = models.CharField(max_length=3, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(
+        choices=Strength.choices, null=True, blank=True, help_text="Empty for a tie."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="pairwisefeedback_choice_valid",
+                condition=Q(choice__in=["A", "B", "tie"]),
+                violation_error_message="Choose A, B or tie.",
+            ),
+            models.CheckConstraint(
+                name="pairwisefeedback_strength_valid",
+                condition=Q(strength__isnull=True) | Q(strength__in=[1, 2, 3]),
+                violation_error_message="Strength is 1 (slightly), 2 (clearly) or 3 (much).",
+            ),
+            models.CheckConstraint(
+                name="pairwisefeedback_tie_has_no_strength",
+                condition=~Q(choice="tie") | Q(strength__isnull=True),
+                violation_error_message="A tie has no strength.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.choice} ({self.get_strength_display() or 'no strength'})"
+
+    def clean(self) -> None:
+        if self.submission.task.layout != Task.Layout.PAIR:
+            raise ValidationError({"choice": "Pairwise feedback needs a task with a pair."})
+
+
+class RatingFeedback(models.Model):
+    """One aspect's score of one response."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="ratings")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="ratings")
+    aspect = models.ForeignKey(RatingAspect, on_delete=models.PROTECT, related_name="ratings")
+    value = models.SmallIntegerField()
+    rationale = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submission", "response", "aspect"],
+                name="ratingfeedback_one_value_per_aspect",
+                violation_error_message="This aspect of this response is already rated.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.aspect_id}={self.value} for response {self.response_id}"
+
+    def clean(self) -> None:
+        task = self.submission.task
+        if self.aspect.project_id != task.project_id:
+            raise ValidationError(
+                {"aspect": f"{self.aspect.name} is not an aspect of this project."}
+            )
+        if not task.links.filter(response_id=self.response_id).exists():
+            raise ValidationError({"response": "The response is not part of this task."})
+        if not self.aspect.scale_min <= self.value <= self.aspect.scale_max:
+            raise ValidationError(
+                {
+                    "value": f"{self.value} is outside {self.aspect.name}'s scale "
+                    f"{self.aspect.scale_min}-{self.aspect.scale_max}."
+                }
+            )
+
+
+class RankingFeedback(models.Model):
+    """A full order over the task's candidates, one entry per candidate."""
+
+    submission = models.OneToOneField(Submission, on_delete=models.CASCADE, related_name="ranking")
+
+    def __str__(self) -> str:
+        return f"ranking of submission {self.submission_id}"
+
+    def clean_entries(self, response_ids: list[int]) -> None:
+        """Check that `response_ids` (best first) is a permutation of the task's candidates."""
+        task = self.submission.task
+        if task.layout != Task.Layout.LIST:
+            raise ValidationError({"ranking": "Ranking needs a task with a list of responses."})
+        expected = set(task.links.values_list("response_id", flat=True))
+        if len(response_ids) != len(set(response_ids)) or set(response_ids) != expected:
+            raise ValidationError(
+                {
+                    "ranking": "The order must name each of the task's "
+                    f"{len(expected)} responses exactly once."
+                }
+            )
+
+
+class RankingEntry(models.Model):
+    ranking = models.ForeignKey(RankingFeedback, on_delete=models.CASCADE, related_name="entries")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="ranking_entries")
+    rank = models.PositiveSmallIntegerField(help_text="1 is best.")
+
+    class Meta:
+        ordering = ["ranking", "rank"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ranking", "rank"],
+                name="rankingentry_unique_rank",
+                violation_error_message="Two responses share a rank.",
+            ),
+            models.UniqueConstraint(
+                fields=["ranking", "response"],
+                name="rankingentry_unique_response",
+                violation_error_message="A response is ranked twice.",
+            ),
+            models.CheckConstraint(
+                name="rankingentry_rank_positive",
+                condition=Q(rank__gte=1),
+                violation_error_message="Ranks start at 1.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.rank}: response {self.response_id}"
+
+
+class SpanFeedback(models.Model):
+    """A labelled part of a response: [start, end) in characters of the stored text."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="spans")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="spans")
+    label = models.ForeignKey(SpanLabel, on_delete=models.PROTECT, related_name="spans")
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.MINOR)
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["response", "start", "end"]
+        constraints = [
+            models.CheckConstraint(
+                name="spanfeedback_not_empty",
+                condition=Q(end__gt=F("start")),
+                violation_error_message="A span must end after it starts.",
+            ),
+            models.CheckConstraint(
+                name="spanfeedback_severity_valid",
+                condition=Q(severity__in=Severity.values),
+                violation_error_message="Unknown severity.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label_id} [{self.start}, {self.end}) in response {self.response_id}"
+
+    @property
+    def quote(self) -> str:
+        return self.response.text[self.start : self.end]
+
+    def clean(self) -> None:
+        task = self.submission.task
+        if self.label.project_id != task.project_id:
+            raise ValidationError({"label": f"{self.label.name} is not a label of this project."})
+        if not task.links.filter(response_id=self.response_id).exists():
+            raise ValidationError({"response": "The response is not part of this task."})
+        length = len(self.response.text)
+        if self.end > length:
+            raise ValidationError(
+                {"end": f"The span ends at {self.end}, past the response's {length} characters."}
+            )
+
+
+class FreeTextFeedback(models.Model):
+    class Mode(models.TextChoices):
+        CRITIQUE = "critique", "Critique"
+        REWRITE = "rewrite", "Rewrite"
+        RATIONALE = "rationale", "Rationale"
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="texts")
+    response = models.ForeignKey(
+        Response,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="free_texts",
+        help_text="The response critiqued or rewritten; empty for a rationale of the task.",
+    )
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    text = models.TextField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="freetextfeedback_mode_valid",
+                condition=Q(mode__in=["critique", "rewrite", "rationale"]),
+                violation_error_message="Unknown free-text mode.",
+            ),
+            models.CheckConstraint(
+                name="freetextfeedback_text_not_blank",
+                condition=~Q(text=""),
+                violation_error_message="Free-text feedback needs text.",
+            ),
+            models.CheckConstraint(
+                name="freetextfeedback_rewrite_names_response",
+                condition=~Q(mode="rewrite") | Q(response__isnull=False),
+                violation_error_message="A rewrite names the response it rewrites.",
+            ),
+            models.UniqueConstraint(
+                fields=["submission", "response", "mode"],
+                condition=Q(response__isnull=False),
+                name="freetextfeedback_one_per_response_mode",
+                violation_error_message="This response already has this kind of text.",
+            ),
+            models.UniqueConstraint(
+                fields=["submission", "mode"],
+                condition=Q(response__isnull=True),
+                name="freetextfeedback_one_per_task_mode",
+                violation_error_message="This task already has this kind of text.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} on submission {self.submission_id}"
+
+    def clean(self) -> None:
+        task = self.submission.task
+        if self.mode not in task.project.free_text_modes:
+            raise ValidationError({"mode": f"The project does not ask for a {self.mode}."})
+        if self.response_id and not task.links.filter(response_id=self.response_id).exists():
+            raise ValidationError({"response": "The response is not part of this task."})
+        if not self.text.strip():
+            raise ValidationError({"text": "Free-text feedback needs text."})

@@ -1,0 +1,105 @@
+"""Typed shapes of the open data we accept: chat messages and imported rows.
+
+Parsed with pydantic at the edge, so everything past it can trust the fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class ImportedResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    model: str = ""
+    generation_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("response text is blank")
+        return value
+
+
+class ImportedRow(BaseModel):
+    """One prompt and its candidate responses, in the row shape of a Hugging Face data set.
+
+    `prompt` is text or a list of chat messages (TRL's conversational form); `messages`
+    is accepted as another name for the chat. Responses are strings or objects with
+    `text` and `model`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = ""
+    prompt: str | list[Message] | None = None
+    messages: list[Message] | None = None
+    responses: list[ImportedResponse | str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def id_as_text(cls, value: Any) -> Any:
+        return "" if value is None else str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def one_prompt_form(self) -> ImportedRow:
+        if self.prompt is not None and self.messages is not None:
+            raise ValueError("give either 'prompt' or 'messages', not both")
+        chat = self.messages if self.messages is not None else self.prompt
+        if chat is None or chat == "" or (isinstance(chat, str) and not chat.strip()):
+            raise ValueError("'prompt' (text or chat messages) is required")
+        if isinstance(chat, list):
+            check_chat(chat)
+        return self
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else ""
+
+    @property
+    def prompt_messages(self) -> list[dict[str, str]] | None:
+        chat = self.messages if self.messages is not None else self.prompt
+        if isinstance(chat, list):
+            return [message.model_dump() for message in chat]
+        return None
+
+    @property
+    def response_list(self) -> list[ImportedResponse]:
+        return [ImportedResponse(text=r) if isinstance(r, str) else r for r in self.responses]
+
+
+def check_chat(messages: list[Message]) -> None:
+    if not messages:
+        raise ValueError("chat messages are empty")
+    if messages[-1].role != "user":
+        raise ValueError("a chat prompt must end with a user message")
+
+
+def parse_messages(raw: Any) -> list[Message]:
+    """Parse stored chat turns, raising ValueError with the first problem."""
+    if not isinstance(raw, list):
+        raise ValueError("messages must be a list of {role, content} objects")
+    try:
+        messages = [Message.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        raise ValueError(first_error(exc)) from exc
+    check_chat(messages)
+    return messages
+
+
+def first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]

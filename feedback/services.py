@@ -1,0 +1,405 @@
+"""Writes to the feedback domain. Views, serializers, commands and tasks call these."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from pydantic import ValidationError as PydanticError
+
+from feedback.models import (
+    FeedbackKind,
+    FreeTextFeedback,
+    Job,
+    PairwiseFeedback,
+    Project,
+    Prompt,
+    RankingEntry,
+    RankingFeedback,
+    RatingFeedback,
+    Response,
+    SpanFeedback,
+    Submission,
+    Task,
+    TaskResponse,
+)
+from feedback.schemas import ImportedRow
+
+
+class FeedbackError(Exception):
+    """A refused write. `errors` maps a field path (`spans[1].end`) to its messages."""
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+    def __str__(self) -> str:
+        if not self.errors:
+            return self.message
+        details = "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in self.errors.items())
+        return f"{self.message} ({details})"
+
+
+# --- Submitting feedback -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairwiseInput:
+    choice: str
+    strength: int | None = None
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    response_id: int
+    aspect_id: int
+    value: int
+    rationale: str = ""
+
+
+@dataclass(frozen=True)
+class SpanInput:
+    response_id: int
+    label_id: int
+    start: int
+    end: int
+    severity: str = "minor"
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class FreeTextInput:
+    mode: str
+    text: str
+    response_id: int | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackInput:
+    """Everything one annotator or judge says about one task; any part may be empty."""
+
+    pairwise: PairwiseInput | None = None
+    ratings: Sequence[RatingInput] = ()
+    ranking: Sequence[int] = ()  # response ids, best first
+    spans: Sequence[SpanInput] = ()
+    texts: Sequence[FreeTextInput] = ()
+
+    @property
+    def kinds(self) -> set[FeedbackKind]:
+        present = {
+            FeedbackKind.PAIRWISE: self.pairwise is not None,
+            FeedbackKind.RATING: bool(self.ratings),
+            FeedbackKind.RANKING: bool(self.ranking),
+            FeedbackKind.SPAN: bool(self.spans),
+            FeedbackKind.FREE_TEXT: bool(self.texts),
+        }
+        return {kind for kind, on in present.items() if on}
+
+
+def _check(instance, path: str, errors: dict[str, list[str]]) -> bool:
+    """Run model validation; file its messages under `path.field`. True when valid."""
+    exclude = ["submission", "ranking"]
+    try:
+        # In stages: clean() follows relations that clean_fields() proved to exist.
+        instance.clean_fields(exclude=exclude)
+        instance.clean()
+        instance.validate_constraints(exclude=exclude)
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            key = path if name == "__all__" else f"{path}.{name}" if path else name
+            errors.setdefault(key, []).extend(messages)
+        return False
+    return True
+
+
+@transaction.atomic
+def submission_create(
+    *,
+    task: Task,
+    feedback: FeedbackInput,
+    annotator: AbstractBaseUser | None = None,
+    judge=None,
+    job: Job | None = None,
+    duration_ms: int | None = None,
+) -> Submission:
+    """Store one answer to a task, replacing (and keeping as history) the source's last one.
+
+    Raises FeedbackError naming each bad field; on error nothing changes.
+    """
+    if (annotator is None) == (judge is None):
+        raise FeedbackError("Feedback comes from exactly one annotator or judge.")
+    if not feedback.kinds:
+        raise FeedbackError("The submission holds no feedback.")
+    missing = feedback.kinds - set(task.project.feedback_kinds)
+    if missing:
+        names = ", ".join(sorted(kind.label for kind in missing))
+        raise FeedbackError(f"The project does not collect {names}.")
+
+    source = {"annotator": annotator} if annotator is not None else {"judge": judge}
+    previous = (
+        Submission.objects.select_for_update().filter(task=task, is_current=True, **source).first()
+    )
+    if previous is not None:
+        previous.is_current = False
+        previous.save(update_fields=["is_current"])
+    submission = Submission(
+        task=task, job=job, duration_ms=duration_ms, supersedes=previous, **source
+    )
+    errors: dict[str, list[str]] = {}
+    if not _check(submission, "", errors):
+        raise FeedbackError("The feedback was refused.", errors=errors)
+    submission.save()
+
+    records = _build_records(submission, feedback, errors)
+    if errors:
+        raise FeedbackError("The feedback was refused.", errors=errors)
+    try:
+        with transaction.atomic():
+            for record in records:
+                record.save()
+                if isinstance(record, RankingFeedback):
+                    RankingEntry.objects.bulk_create(
+                        RankingEntry(ranking=record, response_id=response_id, rank=rank)
+                        for rank, response_id in enumerate(feedback.ranking, start=1)
+                    )
+    except IntegrityError as exc:
+        raise FeedbackError(f"The feedback was refused by the database: {exc}") from exc
+    return submission
+
+
+def _build_records(
+    submission: Submission, feedback: FeedbackInput, errors: dict[str, list[str]]
+) -> list:
+    records: list = []
+    if feedback.pairwise is not None:
+        record = PairwiseFeedback(
+            submission=submission,
+            choice=feedback.pairwise.choice,
+            strength=feedback.pairwise.strength,
+        )
+        if _check(record, "pairwise", errors):
+            records.append(record)
+    for index, rating in enumerate(feedback.ratings):
+        record = RatingFeedback(
+            submission=submission,
+            response_id=rating.response_id,
+            aspect_id=rating.aspect_id,
+            value=rating.value,
+            rationale=rating.rationale,
+        )
+        if _check(record, f"ratings[{index}]", errors):
+            records.append(record)
+    if feedback.ranking:
+        record = RankingFeedback(submission=submission)
+        try:
+            record.clean_entries(list(feedback.ranking))
+            records.append(record)
+        except ValidationError as exc:
+            for messages in exc.message_dict.values():
+                errors.setdefault("ranking", []).extend(messages)
+    for index, span in enumerate(feedback.spans):
+        record = SpanFeedback(
+            submission=submission,
+            response_id=span.response_id,
+            label_id=span.label_id,
+            start=span.start,
+            end=span.end,
+            severity=span.severity,
+            comment=span.comment,
+        )
+        if _check(record, f"spans[{index}]", errors):
+            records.append(record)
+    for index, text in enumerate(feedback.texts):
+        record = FreeTextFeedback(
+            submission=submission, response_id=text.response_id, mode=text.mode, text=text.text
+        )
+        if _check(record, f"texts[{index}]", errors):
+            records.append(record)
+    return records
+
+
+# --- Tasks ---------------------------------------------------------------------------
+
+
+def task_layouts(project: Project) -> list[Task.Layout]:
+    """Which task shapes a project needs, from the kinds of feedback it collects."""
+    kinds = set(project.feedback_kinds)
+    layouts = []
+    if kinds & {FeedbackKind.RATING, FeedbackKind.SPAN} or (
+        FeedbackKind.FREE_TEXT in kinds and (project.asks_critique or project.asks_rewrite)
+    ):
+        layouts.append(Task.Layout.SINGLE)
+    if FeedbackKind.PAIRWISE in kinds:
+        layouts.append(Task.Layout.PAIR)
+    if FeedbackKind.RANKING in kinds:
+        layouts.append(Task.Layout.LIST)
+    return layouts
+
+
+def tasks_plan(project: Project, response_ids: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """The tasks for one prompt's responses: (layout, response ids in display order)."""
+    plan: list[tuple[str, list[int]]] = []
+    for layout in task_layouts(project):
+        if layout == Task.Layout.SINGLE:
+            plan.extend((layout, [rid]) for rid in response_ids)
+        elif layout == Task.Layout.PAIR:
+            plan.extend((layout, list(pair)) for pair in itertools.combinations(response_ids, 2))
+        elif len(response_ids) >= 2:
+            ids = list(response_ids)
+            size = project.ranking_size
+            # Chunks of at most ranking_size; a last chunk of one joins the one before.
+            chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+            if len(chunks) > 1 and len(chunks[-1]) == 1:
+                chunks[-2:] = [chunks[-2][:-1], [chunks[-2][-1], *chunks[-1]]]
+            plan.extend((layout, chunk) for chunk in chunks)
+    return plan
+
+
+def tasks_create(*, project: Project, prompt_responses: dict[int, list[int]]) -> list[Task]:
+    """Create the project's tasks for each prompt id and its response ids."""
+    planned = [
+        (prompt_id, layout, ids)
+        for prompt_id, response_ids in prompt_responses.items()
+        for layout, ids in tasks_plan(project, response_ids)
+    ]
+    tasks = Task.objects.bulk_create(
+        Task(project=project, prompt_id=prompt_id, layout=layout)
+        for prompt_id, layout, _ in planned
+    )
+    TaskResponse.objects.bulk_create(
+        TaskResponse(task=task, response_id=response_id, position=position)
+        for task, (_, _, ids) in zip(tasks, planned, strict=True)
+        for position, response_id in enumerate(ids)
+    )
+    return tasks
+
+
+# --- Import --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    field: str
+    message: str
+    unit: str = "line"  # Parquet has rows, not lines
+
+    def __str__(self) -> str:
+        return f"{self.unit} {self.line}, field '{self.field}': {self.message}"
+
+
+class ImportRejected(FeedbackError):
+    """A file refused whole; `row_errors` name each line and field."""
+
+    def __init__(self, source: str, row_errors: list[RowError]) -> None:
+        self.source = source
+        self.row_errors = row_errors
+        shown = "\n".join(f"{source}: {error}" for error in row_errors[:50])
+        more = len(row_errors) - 50
+        suffix = f"\n... and {more} more" if more > 0 else ""
+        super().__init__(
+            f"{source}: nothing imported, {len(row_errors)} error(s):\n{shown}{suffix}",
+            errors={f"{e.unit} {e.line}.{e.field}": [e.message] for e in row_errors},
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class ImportResult:
+    prompts: int = 0
+    responses: int = 0
+    tasks: int = 0
+    prompt_ids: list[int] = field(default_factory=list)
+
+
+def rows_validate(
+    rows: Iterable[tuple[int, dict]], unit: str = "line"
+) -> tuple[list[tuple[int, ImportedRow]], list[RowError]]:
+    """Parse raw rows (line number, dict) into ImportedRow, collecting every error."""
+    parsed: list[tuple[int, ImportedRow]] = []
+    errors: list[RowError] = []
+    for line, raw in rows:
+        try:
+            parsed.append((line, ImportedRow.model_validate(raw)))
+        except PydanticError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"]) or "row"
+                message = error["msg"].removeprefix("Value error, ")
+                errors.append(RowError(line, where, message, unit))
+    return parsed, errors
+
+
+@transaction.atomic
+def prompts_import(
+    *,
+    project: Project,
+    rows: Iterable[tuple[int, dict]],
+    source: str = "import",
+    unit: str = "line",
+) -> ImportResult:
+    """Import prompts with their responses and create their tasks, all or nothing.
+
+    `rows` yields (line number, raw dict) as the readers in feedback.io produce them; a
+    reader's own parse errors arrive as ImportRejected before anything is written.
+    """
+    parsed, errors = rows_validate(rows, unit)
+    seen: dict[str, int] = {}
+    existing = set(
+        Prompt.objects.filter(
+            project=project, external_id__in=[row.id for _, row in parsed if row.id]
+        ).values_list("external_id", flat=True)
+    )
+    for line, row in parsed:
+        if not row.id:
+            continue
+        if row.id in existing:
+            errors.append(RowError(line, "id", f"prompt '{row.id}' already exists", unit))
+        elif row.id in seen:
+            errors.append(RowError(line, "id", f"'{row.id}' repeats {unit} {seen[row.id]}", unit))
+        seen.setdefault(row.id, line)
+    if errors:
+        raise ImportRejected(source, sorted(errors, key=lambda e: e.line))
+    if not parsed:
+        raise ImportRejected(source, [RowError(0, "file", "no rows found")])
+
+    prompts = Prompt.objects.bulk_create(
+        Prompt(
+            project=project,
+            external_id=row.id,
+            text=row.prompt_text,
+            messages=row.prompt_messages,
+            metadata=row.metadata,
+        )
+        for _, row in parsed
+    )
+    pending = [
+        (
+            prompt,
+            Response(
+                prompt=prompt,
+                text=r.text,
+                model_name=r.model,
+                generation_params=r.generation_params,
+            ),
+        )
+        for prompt, (_, row) in zip(prompts, parsed, strict=True)
+        for r in row.response_list
+    ]
+    responses = Response.objects.bulk_create(response for _, response in pending)
+    by_prompt: dict[int, list[int]] = {prompt.pk: [] for prompt in prompts}
+    for response in responses:
+        by_prompt[response.prompt_id].append(response.pk)
+    tasks = tasks_create(project=project, prompt_responses=by_prompt)
+    return ImportResult(
+        prompts=len(prompts),
+        responses=len(responses),
+        tasks=len(tasks),
+        prompt_ids=[prompt.pk for prompt in prompts],
+    )
