@@ -45,8 +45,15 @@ class ImportedRow(BaseModel):
     id: str = ""
     prompt: str | list[Message] | None = None
     messages: list[Message] | None = None
-    responses: list[ImportedResponse | str] = Field(default_factory=list)
+    responses: list[ImportedResponse] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("responses", mode="before")
+    @classmethod
+    def texts_as_responses(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"text": item} if isinstance(item, str) else item for item in value]
+        return value
 
     @field_validator("id", mode="before")
     @classmethod
@@ -74,10 +81,6 @@ class ImportedRow(BaseModel):
         if isinstance(chat, list):
             return [message.model_dump() for message in chat]
         return None
-
-    @property
-    def response_list(self) -> list[ImportedResponse]:
-        return [ImportedResponse(text=r) if isinstance(r, str) else r for r in self.responses]
 
 
 def check_chat(messages: list[Message]) -> None:

@@ -379,20 +379,16 @@ def prompts_import(
         )
         for _, row in parsed
     )
-    pending = [
-        (
-            prompt,
-            Response(
-                prompt=prompt,
-                text=r.text,
-                model_name=r.model,
-                generation_params=r.generation_params,
-            ),
+    responses = Response.objects.bulk_create(
+        Response(
+            prompt=prompt,
+            text=candidate.text,
+            model_name=candidate.model,
+            generation_params=candidate.generation_params,
         )
         for prompt, (_, row) in zip(prompts, parsed, strict=True)
-        for r in row.response_list
-    ]
-    responses = Response.objects.bulk_create(response for _, response in pending)
+        for candidate in row.responses
+    )
     by_prompt: dict[int, list[int]] = {prompt.pk: [] for prompt in prompts}
     for response in responses:
         by_prompt[response.prompt_id].append(response.pk)
