@@ -1,0 +1,49 @@
+"""Query-string filters of the API lists (django-filter)."""
+
+import django_filters
+
+from feedback.models import FeedbackKind, Prompt, Response, Submission, Task
+
+KIND_LOOKUPS = {
+    FeedbackKind.PAIRWISE: {"pairwise__isnull": False},
+    FeedbackKind.RATING: {"ratings__isnull": False},
+    FeedbackKind.RANKING: {"ranking__isnull": False},
+    FeedbackKind.SPAN: {"spans__isnull": False},
+    FeedbackKind.FREE_TEXT: {"texts__isnull": False},
+}
+
+
+class PromptFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Prompt
+        fields = ["external_id"]
+
+
+class ResponseFilter(django_filters.FilterSet):
+    class Meta:
+        model = Response
+        fields = ["prompt", "model_name"]
+
+
+class TaskFilter(django_filters.FilterSet):
+    class Meta:
+        model = Task
+        fields = ["prompt", "layout"]
+
+
+class FeedbackFilter(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices, method="filter_kind")
+    annotator = django_filters.CharFilter(field_name="annotator__username")
+    judge = django_filters.CharFilter(field_name="judge__name")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Submission
+        fields = ["task", "is_current"]
+
+    def filter_kind(self, queryset, name: str, value: str):
+        return queryset.filter(**KIND_LOOKUPS[FeedbackKind(value)]).distinct()
