@@ -5,6 +5,8 @@ from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -190,10 +192,23 @@ class FeedbackDetailApi(ProjectScoped, generics.RetrieveAPIView):
 # --- Export, agreement, consistency ----------------------------------------------------
 
 
+class StreamNegotiation(BaseContentNegotiation):
+    """The export picks its own media type; `?format=` names the file format, not a
+    renderer, and errors render as JSON whatever the Accept header says."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class ProjectExportApi(ProjectScoped, APIView):
     """A data set, streamed: JSON Lines or Parquet, in the shape a trainer reads."""
 
     permission_classes = [IsProjectReader]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = StreamNegotiation
 
     @extend_schema(
         parameters=[s.ExportParamsSerializer],
