@@ -34,6 +34,7 @@ from feedback.models import (
     RankingEntry,
     RatingAspect,
     RatingFeedback,
+    Response,
     SpanFeedback,
     TaskResponse,
 )
@@ -328,6 +329,18 @@ def _kept(preferences: Iterator[Preference], options: ExportOptions) -> Iterator
 def _trace(preference: Preference) -> dict[str, Any]:
     """Ids and counts that lead from a row back to the stored records."""
     votes = preference.votes
+    if len(votes) == 1:
+        vote = votes[0]
+        return {
+            "prompt_id": preference.prompt.id,
+            "prompt_external_id": preference.prompt.external_id,
+            "task_ids": [vote.task_id],
+            "submission_ids": sorted(set(vote.submission_ids)),
+            "record_ids": sorted(set(vote.record_ids)),
+            "sources": sorted(set(vote.sources)),
+            "votes": 1,
+            "agreement": preference.agreement,
+        }
     return {
         "prompt_id": preference.prompt.id,
         "prompt_external_id": preference.prompt.external_id,
@@ -350,6 +363,8 @@ def _votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 
 
 def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
+    """Pairwise choices; texts are read once per batch, not once per record, because a
+    task's prompt and responses repeat in every annotator's record of it."""
     ordering = ("id",) if options.aggregate == Aggregate.NONE else ("submission__task_id", "id")
     links = "submission__task__links"
     rows = (
@@ -369,30 +384,37 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
             "submission__task_id",
             "submission__annotator__username",
             "submission__judge__name",
-            *_prompt_fields("submission__task__prompt__"),
+            "submission__task__prompt_id",
             "first__response_id",
-            "first__response__text",
-            "first__response__model_name",
             "second__response_id",
-            "second__response__text",
-            "second__response__model_name",
         )
     )
     winners = {"A": 0, "B": 1, "tie": None}
-    for row in rows.iterator(chunk_size=CHUNK):
-        (rid, choice, strength, sid, tid, annotator, judge, *rest) = row
-        prompt, a, b = PromptRef(*rest[:4]), Candidate(*rest[4:7]), Candidate(*rest[7:10])
-        yield Vote(
-            prompt,
-            a,
-            b,
-            winners[choice],
-            float(strength or 0),
-            tid,
-            (sid,),
-            (rid,),
-            (_source(annotator, judge),),
-        )
+    for batch in _batched(rows.iterator(chunk_size=CHUNK), CHUNK):
+        prompts = _prompts({row[7] for row in batch})
+        candidates = _candidates({row[8] for row in batch} | {row[9] for row in batch})
+        for rid, choice, strength, sid, tid, annotator, judge, pid, a, b in batch:
+            yield Vote(
+                prompts[pid],
+                candidates[a],
+                candidates[b],
+                winners[choice],
+                float(strength or 0),
+                tid,
+                (sid,),
+                (rid,),
+                (_source(annotator, judge),),
+            )
+
+
+def _prompts(ids: set[int]) -> dict[int, PromptRef]:
+    rows = Prompt.objects.filter(pk__in=ids).values_list(*PROMPT_FIELDS)
+    return {row[0]: PromptRef(*row) for row in rows}
+
+
+def _candidates(ids: set[int]) -> dict[int, Candidate]:
+    rows = Response.objects.filter(pk__in=ids).values_list("id", "text", "model_name")
+    return {row[0]: Candidate(*row) for row in rows}
 
 
 def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:

@@ -176,3 +176,12 @@ def test_staff_see_the_agreement_page_of_any_project(world, client):
     client.force_login(UserFactory(username="staff", is_staff=True))
     response = client.get(reverse("feedback:project-agreement", args=[world["project"]]))
     assert response.status_code == 200
+
+
+def test_a_time_filter_far_from_utc_is_answered_not_a_server_error(world, project):
+    url = reverse("api:prompt-list", args=[project.pk])
+    client = client_for(world["users"]["viewer"])
+    response = client.get(url, {"created_before": "0570-02-09T14:51:51-18:42"})
+    assert response.status_code == 200
+    response = client.get(url, {"created_after": "0001-01-01T00:00:00+10:00"})
+    assert response.status_code == 400
