@@ -238,15 +238,17 @@ def _batched(rows: Iterable, size: int) -> Iterator[list]:
 class Vote:
     """One source's preference between two candidates of a prompt.
 
-    `winner` is 0 for a, 1 for b, None for a tie; `strength` feeds the margin.
+    `winner` is 0 for a, 1 for b, None for a tie; `strength` feeds the margin. `group` is
+    what majority aggregates over: the task, or the prompt for pooled ratings.
     """
 
+    group: int
     prompt: PromptRef
     a: Candidate
     b: Candidate
     winner: int | None
     strength: float
-    task_id: int
+    task_ids: tuple[int, ...]
     submission_ids: tuple[int, ...]
     record_ids: tuple[int, ...]
     sources: tuple[str, ...]
@@ -257,12 +259,13 @@ class Vote:
             return self
         winner = None if self.winner is None else 1 - self.winner
         return Vote(
+            self.group,
             self.prompt,
             self.b,
             self.a,
             winner,
             self.strength,
-            self.task_id,
+            self.task_ids,
             self.submission_ids,
             self.record_ids,
             self.sources,
@@ -297,7 +300,7 @@ def _preferences(votes: Iterator[Vote], options: ExportOptions) -> Iterator[Pref
             yield _preference([vote], vote.winner, 1.0)
         return
     # Majority: the vote streams arrive grouped by task (or prompt); pairs line up inside.
-    for _, group in itertools.groupby(votes, key=lambda vote: vote.task_id):
+    for _, group in itertools.groupby(votes, key=lambda vote: vote.group):
         by_pair: dict[tuple[int, int], list[Vote]] = defaultdict(list)
         for vote in group:
             oriented = vote.oriented()
@@ -334,7 +337,7 @@ def _trace(preference: Preference) -> dict[str, Any]:
         return {
             "prompt_id": preference.prompt.id,
             "prompt_external_id": preference.prompt.external_id,
-            "task_ids": [vote.task_id],
+            "task_ids": sorted(set(vote.task_ids)),
             "submission_ids": sorted(set(vote.submission_ids)),
             "record_ids": sorted(set(vote.record_ids)),
             "sources": sorted(set(vote.sources)),
@@ -344,7 +347,7 @@ def _trace(preference: Preference) -> dict[str, Any]:
     return {
         "prompt_id": preference.prompt.id,
         "prompt_external_id": preference.prompt.external_id,
-        "task_ids": sorted({vote.task_id for vote in votes}),
+        "task_ids": sorted({tid for vote in votes for tid in vote.task_ids}),
         "submission_ids": sorted({sid for vote in votes for sid in vote.submission_ids}),
         "record_ids": sorted({rid for vote in votes for rid in vote.record_ids}),
         "sources": sorted({source for vote in votes for source in vote.sources}),
@@ -395,12 +398,13 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
         candidates = _candidates({row[8] for row in batch} | {row[9] for row in batch})
         for rid, choice, strength, sid, tid, annotator, judge, pid, a, b in batch:
             yield Vote(
+                tid,
                 prompts[pid],
                 candidates[a],
                 candidates[b],
                 winners[choice],
                 float(strength or 0),
-                tid,
+                (tid,),
                 (sid,),
                 (rid,),
                 (_source(annotator, judge),),
@@ -422,12 +426,13 @@ def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
     for ranking in _rankings(project, options, by_task=options.aggregate == Aggregate.MAJORITY):
         for (i, better), (j, worse) in itertools.combinations(enumerate(ranking.order), 2):
             yield Vote(
+                ranking.task_id,
                 ranking.prompt,
                 better,
                 worse,
                 0,
                 float(j - i),
-                ranking.task_id,
+                (ranking.task_id,),
                 (ranking.submission_id,),
                 (ranking.record_id,),
                 (ranking.source,),
@@ -691,13 +696,14 @@ def _score_votes(prompt: PromptRef, scored: list[Scored], pooled: bool) -> Itera
         diff = x.score - y.score
         winner = None if diff == 0 else 0 if diff > 0 else 1
         yield Vote(
+            # Pooled votes cross tasks, so majority groups them by prompt.
+            prompt.id if pooled else x.task_id,
             prompt,
             x.candidate,
             y.candidate,
             winner,
             abs(diff),
-            # Pooled votes cross tasks; grouping by prompt is what majority needs.
-            prompt.id if pooled else x.task_id,
+            (x.task_id, y.task_id),
             (x.submission_id, y.submission_id),
             x.record_ids + y.record_ids,
             (x.source, y.source),
