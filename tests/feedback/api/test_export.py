@@ -193,9 +193,7 @@ def test_an_empty_project_exports_an_empty_file(viewer_client, project, members,
 
 
 def test_pooled_rating_pairs_trace_back_to_tasks_not_prompts(viewer_client, project, filled):
-    pooled = rows(
-        viewer_client, project, shape="pairs", pairs_from="ratings", aggregate="majority"
-    )
+    pooled = rows(viewer_client, project, shape="pairs", pairs_from="ratings", aggregate="majority")
     pair_tasks = {task.pk: task.prompt_id for task in filled["pairs"]}
     for row in pooled:
         assert set(row["task_ids"]) <= set(pair_tasks)
