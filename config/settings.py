@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "feedback",
@@ -105,18 +106,29 @@ if not DEBUG:
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", BASE_DIR / "artifacts"))
 
 REST_FRAMEWORK = {
+    # Token first, so that a request without credentials gets 401 and a WWW-Authenticate.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "feedback.api.pagination.IdCursorPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "feedback.api.parsers.JSONWithoutNulParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "feedback.api.exception_handler.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "prefhub API",
     "DESCRIPTION": "Projects, prompts, responses, tasks, feedback and data-set exports.",
     "VERSION": "0.1.0",
+    "SWAGGER_UI_DIST": "SIDECAR",  # served locally, not from a CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: without a broker URL the tasks run in-process (the demo); production sets Redis.

@@ -106,3 +106,28 @@ def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+class CandidateRow(BaseModel):
+    """One response to add to a prompt already in the project, named by id or external id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: int | None = None
+    prompt_external_id: str | None = None
+    text: str = Field(min_length=1)
+    model: str = Field(default="", max_length=200)
+    generation_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("response text is blank")
+        return value
+
+    @model_validator(mode="after")
+    def names_one_prompt(self) -> CandidateRow:
+        if (self.prompt_id is None) == (self.prompt_external_id is None):
+            raise ValueError("give either 'prompt_id' or 'prompt_external_id'")
+        return self

@@ -1,9 +1,26 @@
 """Reads of the feedback domain used in more than one place."""
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from collections import defaultdict
+from statistics import fmean
+from typing import Any
 
-from feedback.models import Project, ProjectMember
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import FilteredRelation, Prefetch, Q, QuerySet
+
+from feedback import agreement
+from feedback.models import (
+    PairwiseFeedback,
+    Project,
+    ProjectMember,
+    Prompt,
+    RankingEntry,
+    RatingFeedback,
+    Response,
+    SpanFeedback,
+    Submission,
+    Task,
+    TaskResponse,
+)
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -22,3 +39,221 @@ def member_role(user: AbstractBaseUser, project: Project) -> str | None:
         .values_list("role", flat=True)
         .first()
     )
+
+
+# --- Lists behind the API, scoped to one project -----------------------------------------
+
+
+def project_prompts(project: Project) -> QuerySet[Prompt]:
+    return Prompt.objects.filter(project=project).prefetch_related(
+        Prefetch("responses", queryset=Response.objects.only("id", "prompt_id"))
+    )
+
+
+def project_responses(project: Project) -> QuerySet[Response]:
+    return Response.objects.filter(prompt__project=project)
+
+
+def project_tasks(project: Project) -> QuerySet[Task]:
+    return Task.objects.filter(project=project).prefetch_related(
+        Prefetch("links", queryset=TaskResponse.objects.order_by("position"))
+    )
+
+
+def project_feedback(project: Project, user: AbstractBaseUser, role: str) -> QuerySet[Submission]:
+    """Submissions with their records; annotators see only their own."""
+    submissions = (
+        Submission.objects.filter(task__project=project)
+        .select_related("annotator", "judge", "pairwise", "ranking")
+        .prefetch_related(
+            Prefetch("ratings", queryset=RatingFeedback.objects.select_related("aspect")),
+            Prefetch("spans", queryset=SpanFeedback.objects.select_related("label")),
+            "texts",
+            "ranking__entries",
+        )
+    )
+    if role == ProjectMember.Role.ANNOTATOR:
+        submissions = submissions.filter(annotator=user)
+    return submissions
+
+
+# --- Agreement and consistency ---------------------------------------------------------
+
+
+def _rater(annotator: str | None, judge: str | None) -> str:
+    return f"judge:{judge}" if judge is not None else str(annotator)
+
+
+def _current(prefix: str, sources: str) -> Q:
+    q = Q(**{f"{prefix}is_current": True})
+    if sources == "annotators":
+        q &= Q(**{f"{prefix}annotator__isnull": False})
+    elif sources == "judges":
+        q &= Q(**{f"{prefix}judge__isnull": False})
+    return q
+
+
+def project_agreement(*, project: Project, sources: str = "annotators") -> dict[str, Any]:
+    """Agreement per kind of feedback, over the project and per rater.
+
+    Raters are usernames, or `judge:<name>` for LLM judges (with sources=judges or all).
+    """
+    sub = _current("submission__", sources)
+    in_project = Q(submission__task__project=project)
+    rater_fields = ("submission__annotator__username", "submission__judge__name")
+
+    choices: dict[int, dict[str, str]] = defaultdict(dict)
+    for task_id, annotator, judge, choice in PairwiseFeedback.objects.filter(
+        in_project, sub
+    ).values_list("submission__task_id", *rater_fields, "choice"):
+        choices[task_id][_rater(annotator, judge)] = choice
+    kappas = agreement.by_rater_pairs(choices, agreement.cohen_kappa, per_item=False)
+
+    by_aspect: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for aspect, response_id, annotator, judge, value in (
+        RatingFeedback.objects.filter(in_project, sub)
+        .order_by("aspect__position", "aspect_id")
+        .values_list("aspect__name", "response_id", *rater_fields, "value")
+    ):
+        by_aspect[aspect][response_id][_rater(annotator, judge)] = value
+
+    orders: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for task_id, annotator, judge, response_id in (
+        RankingEntry.objects.filter(
+            _current("ranking__submission__", sources),
+            ranking__submission__task__project=project,
+        )
+        .order_by("ranking_id", "rank")
+        .values_list(
+            "ranking__submission__task_id",
+            "ranking__submission__annotator__username",
+            "ranking__submission__judge__name",
+            "response_id",
+        )
+    ):
+        orders[task_id][_rater(annotator, judge)].append(response_id)
+    taus = agreement.by_rater_pairs(orders, agreement.kendall_tau, per_item=True)
+
+    span_sets = _span_sets(project, sources)
+    f1s = agreement.by_rater_pairs(span_sets, agreement.span_f1, per_item=True)
+
+    return {
+        "pairwise": {
+            "items": sum(len(raters) >= 2 for raters in choices.values()),
+            "fleiss_kappa": agreement.fleiss_kappa([list(r.values()) for r in choices.values()]),
+            "mean_cohen_kappa": agreement.mean_or_none(list(kappas.values())),
+            "raters": agreement.per_rater(kappas),
+        },
+        "ratings": [
+            {
+                "aspect": aspect,
+                "items": sum(len(raters) >= 2 for raters in units.values()),
+                "krippendorff_alpha": agreement.krippendorff_alpha(units),
+                "alpha_without_rater": agreement.alpha_without_each(units),
+            }
+            for aspect, units in by_aspect.items()
+        ],
+        "rankings": {
+            "items": sum(len(raters) >= 2 for raters in orders.values()),
+            "mean_kendall_tau": agreement.mean_or_none(list(taus.values())),
+            "raters": agreement.per_rater(taus),
+        },
+        "spans": {
+            "items": sum(len(raters) >= 2 for raters in span_sets.values()),
+            "mean_f1": agreement.mean_or_none(list(f1s.values())),
+            "raters": agreement.per_rater(f1s),
+        },
+    }
+
+
+def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str, list]]:
+    """(task, response) -> rater -> spans, for tasks where someone marked a span.
+
+    Another rater's current submission on such a task with no span on the response counts
+    as an empty set: they saw it and marked nothing.
+    """
+    spans: dict[tuple[int, int], dict[str, list]] = defaultdict(dict)
+    marked = SpanFeedback.objects.filter(
+        _current("submission__", sources), submission__task__project=project
+    ).values_list(
+        "submission__task_id",
+        "response_id",
+        "submission__annotator__username",
+        "submission__judge__name",
+        "start",
+        "end",
+        "label__name",
+    )
+    for task_id, response_id, annotator, judge, start, end, label in marked:
+        spans[(task_id, response_id)].setdefault(_rater(annotator, judge), []).append(
+            (start, end, label)
+        )
+    keys_by_task: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key in spans:
+        keys_by_task[key[0]].append(key)
+    seen = Submission.objects.filter(_current("", sources), task_id__in=keys_by_task).values_list(
+        "task_id", "annotator__username", "judge__name"
+    )
+    for task_id, annotator, judge in seen:
+        for key in keys_by_task[task_id]:
+            spans[key].setdefault(_rater(annotator, judge), [])
+    return spans
+
+
+def project_consistency(*, project: Project) -> dict[str, Any]:
+    """How often ratings of two responses contradict a pairwise choice between them.
+
+    `pooled` compares each choice with the mean normalised rating of each response over
+    every rater; `same_rater` only where the one who chose also rated both. Split by
+    annotators and judges, since published work reports both.
+    """
+    pooled: dict[int, list[float]] = defaultdict(list)
+    own: dict[tuple[str, int], list[float]] = defaultdict(list)
+    ratings = RatingFeedback.objects.filter(
+        submission__task__project=project, submission__is_current=True
+    ).values_list(
+        "response_id",
+        "submission__annotator__username",
+        "submission__judge__name",
+        "value",
+        "aspect__scale_min",
+        "aspect__scale_max",
+    )
+    for response_id, annotator, judge, value, low, high in ratings.iterator(chunk_size=2000):
+        score = (value - low) / (high - low)
+        pooled[response_id].append(score)
+        own[(_rater(annotator, judge), response_id)].append(score)
+
+    links = "submission__task__links"
+    choices = (
+        PairwiseFeedback.objects.filter(
+            submission__task__project=project, submission__is_current=True
+        )
+        .exclude(choice=PairwiseFeedback.Choice.TIE)
+        .annotate(
+            first=FilteredRelation(links, condition=Q(submission__task__links__position=0)),
+            second=FilteredRelation(links, condition=Q(submission__task__links__position=1)),
+        )
+        .values_list(
+            "choice",
+            "submission__annotator__username",
+            "submission__judge__name",
+            "first__response_id",
+            "second__response_id",
+        )
+    )
+    compared: dict[str, dict[str, list]] = {
+        group: {"pooled": [], "same_rater": []} for group in ("annotators", "judges")
+    }
+    for choice, annotator, judge, a, b in choices.iterator(chunk_size=2000):
+        group = compared["judges" if judge is not None else "annotators"]
+        winner = 0 if choice == PairwiseFeedback.Choice.A else 1
+        if pooled.get(a) and pooled.get(b):
+            group["pooled"].append((winner, fmean(pooled[a]), fmean(pooled[b])))
+        rater = _rater(annotator, judge)
+        if own.get((rater, a)) and own.get((rater, b)):
+            group["same_rater"].append((winner, fmean(own[(rater, a)]), fmean(own[(rater, b)])))
+    return {
+        group: {how: agreement.protocol_disagreement(rows) for how, rows in hows.items()}
+        for group, hows in compared.items()
+    }

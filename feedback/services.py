@@ -17,6 +17,7 @@ from feedback.models import (
     Job,
     PairwiseFeedback,
     Project,
+    ProjectMember,
     Prompt,
     RankingEntry,
     RankingFeedback,
@@ -27,7 +28,7 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
-from feedback.schemas import ImportedRow
+from feedback.schemas import CandidateRow, ImportedRow
 
 
 class FeedbackError(Exception):
@@ -399,3 +400,110 @@ def prompts_import(
         tasks=len(tasks),
         prompt_ids=[prompt.pk for prompt in prompts],
     )
+
+
+@dataclass
+class ResponsesResult:
+    responses: int = 0
+    tasks: int = 0
+    response_ids: list[int] = field(default_factory=list)
+
+
+@transaction.atomic
+def responses_bulk_create(
+    *,
+    project: Project,
+    rows: Iterable[tuple[int, dict]],
+    create_tasks: bool = True,
+    source: str = "request",
+) -> ResponsesResult:
+    """Add candidate responses to the project's prompts in one transaction, all or nothing.
+
+    Every row is checked before anything is written; errors name the row and the field.
+    With `create_tasks`, each prompt's new responses get the tasks the project collects on.
+    """
+    parsed: list[tuple[int, CandidateRow]] = []
+    errors: list[RowError] = []
+    for line, raw in rows:
+        try:
+            parsed.append((line, CandidateRow.model_validate(raw)))
+        except PydanticError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"]) or "row"
+                message = error["msg"].removeprefix("Value error, ")
+                errors.append(RowError(line, where, message, "row"))
+    prompts = Prompt.objects.filter(project=project)
+    ids = set(
+        prompts.filter(pk__in={row.prompt_id for _, row in parsed if row.prompt_id}).values_list(
+            "pk", flat=True
+        )
+    )
+    by_external = dict(
+        prompts.filter(
+            external_id__in={row.prompt_external_id for _, row in parsed if row.prompt_external_id}
+        ).values_list("external_id", "pk")
+    )
+    resolved: list[tuple[int, CandidateRow]] = []
+    for line, row in parsed:
+        if row.prompt_id is not None and row.prompt_id not in ids:
+            errors.append(RowError(line, "prompt_id", f"no prompt {row.prompt_id} here", "row"))
+        elif row.prompt_external_id is not None and row.prompt_external_id not in by_external:
+            message = f"no prompt with external id '{row.prompt_external_id}' here"
+            errors.append(RowError(line, "prompt_external_id", message, "row"))
+        else:
+            prompt_id = row.prompt_id or by_external[row.prompt_external_id]
+            resolved.append((prompt_id, row))
+    if errors:
+        raise ImportRejected(source, sorted(errors, key=lambda e: e.line))
+    if not resolved:
+        raise ImportRejected(source, [RowError(0, "responses", "no rows found", "row")])
+    responses = Response.objects.bulk_create(
+        (
+            Response(
+                prompt_id=prompt_id,
+                text=row.text,
+                model_name=row.model,
+                generation_params=row.generation_params,
+            )
+            for prompt_id, row in resolved
+        ),
+        batch_size=2000,
+    )
+    tasks: list[Task] = []
+    if create_tasks:
+        by_prompt: dict[int, list[int]] = {}
+        for response in responses:
+            by_prompt.setdefault(response.prompt_id, []).append(response.pk)
+        tasks = tasks_create(project=project, prompt_responses=by_prompt)
+    return ResponsesResult(
+        responses=len(responses), tasks=len(tasks), response_ids=[r.pk for r in responses]
+    )
+
+
+# --- Projects --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def project_create(*, creator: AbstractBaseUser, **fields) -> Project:
+    """Create a project; its creator becomes its first admin."""
+    project = Project(**fields)
+    _validate(project)
+    project.save()
+    ProjectMember.objects.create(project=project, user=creator, role=ProjectMember.Role.ADMIN)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, **fields) -> Project:
+    for name, value in fields.items():
+        setattr(project, name, value)
+    _validate(project)
+    project.save()
+    return project
+
+
+def _validate(instance) -> None:
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        raise FeedbackError("The project was refused.", errors=exc.message_dict) from exc

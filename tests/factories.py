@@ -104,3 +104,68 @@ def task_with_responses(project: Project, layout: str, count: int) -> Task:
             task=task, response=ResponseFactory(prompt=prompt), position=position
         )
     return task
+
+
+def feedback_fill(project: Project, annotators: list, judge: Judge | None = None) -> dict:
+    """Every kind of feedback from each annotator (and a judge), through submission_create.
+
+    Pairs: two where all agree on A (strength 3 and 2), one split 2:1 for B, one tie.
+    Lists of three ranked by all; singles rated, spanned and critiqued by all. The pair
+    tasks are rated too, so ratings and choices can be compared.
+    """
+    from feedback.services import (
+        FeedbackInput,
+        FreeTextInput,
+        PairwiseInput,
+        RatingInput,
+        SpanInput,
+        submission_create,
+    )
+
+    aspects = list(project.aspects.all())
+    labels = list(project.span_labels.all())
+    pairs = [task_with_responses(project, "pair", 2) for _ in range(4)]
+    lists = [task_with_responses(project, "list", 3) for _ in range(2)]
+    singles = [task_with_responses(project, "single", 1) for _ in range(2)]
+    choices = [["A", "A", "A"], ["A", "A", "A"], ["B", "B", "A"], ["tie", "tie", "A"]]
+    for index, annotator in enumerate(annotators):
+        for task, votes in zip(pairs, choices, strict=True):
+            a, b = (link.response_id for link in task.links.order_by("position"))
+            choice = votes[index % 3]
+            submission_create(
+                task=task,
+                annotator=annotator,
+                duration_ms=1000 + index,
+                feedback=FeedbackInput(
+                    pairwise=PairwiseInput(choice, None if choice == "tie" else 1 + index % 3),
+                    ratings=[
+                        RatingInput(a, aspects[0].pk, 4),
+                        RatingInput(b, aspects[0].pk, 2 + index % 2),
+                    ],
+                ),
+            )
+        for task in lists:
+            ids = [link.response_id for link in task.links.order_by("position")]
+            order = ids if index < 2 else list(reversed(ids))
+            submission_create(task=task, annotator=annotator, feedback=FeedbackInput(ranking=order))
+        for task in singles:
+            response = task.links.get().response
+            submission_create(
+                task=task,
+                annotator=annotator,
+                feedback=FeedbackInput(
+                    ratings=[
+                        RatingInput(response.pk, aspects[0].pk, 3 + index % 2, "Clear enough."),
+                        RatingInput(response.pk, aspects[1].pk, 5, ""),
+                    ],
+                    spans=[
+                        SpanInput(response.pk, labels[0].pk, 0, 6 + index, "major", "Wrong."),
+                    ],
+                    texts=[FreeTextInput("critique", "Too short.", response.pk)],
+                ),
+            )
+    if judge is not None:
+        submission_create(
+            task=pairs[0], judge=judge, feedback=FeedbackInput(pairwise=PairwiseInput("B", 2))
+        )
+    return {"pairs": pairs, "lists": lists, "singles": singles}

@@ -1,0 +1,273 @@
+"""Export throughput and peak memory at two sizes: memory must not grow with the rows.
+
+Seeds N pairwise feedback records per size into its own PostgreSQL database (COPY, once;
+later runs reuse them), then exports TRL preference pairs as JSONL and as Parquet through
+the code the export endpoint streams, each export in a fresh process so that its peak
+resident memory is its own. Prints rows/s and peak RSS; exits 1 if a target is missed.
+
+    python benchmarks/export_memory.py                    # 200,000 and 1,000,000 records
+    python benchmarks/export_memory.py --sizes 20000 100000
+
+Targets: >= 20,000 rows/s for JSONL, more for Parquet, < 300 MB peak RSS at every size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE = "prefhub_bench_export"
+ANNOTATORS = 5  # each pair task is judged by five annotators
+TARGET_JSONL_ROWS_S = 20_000
+TARGET_PEAK_MB = 300
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+    os.environ.setdefault("DJANGO_DEBUG", "0")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def create_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            c.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def seed(records: int) -> int:
+    """A project of `records` pairwise records (ties about 10%); returns its id."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+
+    from feedback.models import Project, ProjectMember
+
+    name = f"bench-{records}"
+    existing = Project.objects.filter(name=name).first()
+    if existing is not None:
+        return existing.pk
+    started = time.perf_counter()
+    rng = random.Random(records)
+    with transaction.atomic():
+        project = Project.objects.create(name=name, collects_pairwise=True)
+        users = []
+        for i in range(ANNOTATORS):
+            user, _ = get_user_model().objects.get_or_create(username=f"bench-annotator-{i}")
+            ProjectMember.objects.create(project=project, user=user, role="annotator")
+            users.append(user.pk)
+        prompts = records // ANNOTATORS
+        with connection.cursor() as cursor:
+            ids = {
+                table: _next_id(cursor, table)
+                for table in (
+                    "prompt",
+                    "response",
+                    "task",
+                    "taskresponse",
+                    "submission",
+                    "pairwisefeedback",
+                )
+            }
+            words = [
+                "the",
+                "a",
+                "model",
+                "answer",
+                "question",
+                "reason",
+                "because",
+                "therefore",
+                "clearly",
+                "step",
+            ]
+
+            def sentence(n: int) -> str:
+                return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+
+            with cursor.copy(
+                "COPY feedback_prompt (id, project_id, external_id, text, metadata, created_at)"
+                " FROM STDIN"
+            ) as copy:
+                for i in range(prompts):
+                    copy.write_row(
+                        (ids["prompt"] + i, project.pk, f"p{i}", sentence(25), "{}", "now")
+                    )
+            with cursor.copy(
+                "COPY feedback_response (id, prompt_id, text, model_name, generation_params,"
+                " created_at) FROM STDIN"
+            ) as copy:
+                for i in range(prompts):
+                    for j in range(2):
+                        copy.write_row(
+                            (
+                                ids["response"] + 2 * i + j,
+                                ids["prompt"] + i,
+                                sentence(60),
+                                f"model-{j}",
+                                "{}",
+                                "now",
+                            )
+                        )
+            with cursor.copy(
+                "COPY feedback_task (id, project_id, prompt_id, layout, priority, created_at)"
+                " FROM STDIN"
+            ) as copy:
+                for i in range(prompts):
+                    copy.write_row(
+                        (ids["task"] + i, project.pk, ids["prompt"] + i, "pair", 0, "now")
+                    )
+            with cursor.copy(
+                "COPY feedback_taskresponse (id, task_id, response_id, position) FROM STDIN"
+            ) as copy:
+                for i in range(prompts):
+                    for j in range(2):
+                        copy.write_row(
+                            (
+                                ids["taskresponse"] + 2 * i + j,
+                                ids["task"] + i,
+                                ids["response"] + 2 * i + j,
+                                j,
+                            )
+                        )
+            with cursor.copy(
+                "COPY feedback_submission (id, task_id, annotator_id, created_at, duration_ms,"
+                " is_current) FROM STDIN"
+            ) as copy:
+                for i in range(prompts):
+                    for k, user in enumerate(users):
+                        sid = ids["submission"] + ANNOTATORS * i + k
+                        copy.write_row(
+                            (sid, ids["task"] + i, user, "now", rng.randint(2000, 90000), True)
+                        )
+            with cursor.copy(
+                "COPY feedback_pairwisefeedback (id, submission_id, choice, strength) FROM STDIN"
+            ) as copy:
+                for n in range(prompts * ANNOTATORS):
+                    roll = rng.random()
+                    choice = "tie" if roll < 0.1 else "A" if roll < 0.55 else "B"
+                    strength = None if choice == "tie" else rng.randint(1, 3)
+                    copy.write_row(
+                        (ids["pairwisefeedback"] + n, ids["submission"] + n, choice, strength)
+                    )
+            for table in ids:
+                cursor.execute(
+                    f"SELECT setval(pg_get_serial_sequence('feedback_{table}', 'id'),"
+                    f" (SELECT max(id) FROM feedback_{table}))"
+                )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"seeded {records:,} records in {time.perf_counter() - started:.1f}s", flush=True)
+    return project.pk
+
+
+def _next_id(cursor, table: str) -> int:
+    cursor.execute(f"SELECT coalesce(max(id), 0) + 1 FROM feedback_{table}")
+    return cursor.fetchone()[0]
+
+
+def run_export(project_id: int, fmt: str) -> dict:
+    """In this (fresh) process: stream the export, keep nothing, measure."""
+    from feedback.exports import ExportOptions, Shape, export_rows
+    from feedback.io import export_jsonl, export_parquet
+    from feedback.models import Project
+
+    writer = {"jsonl": export_jsonl, "parquet": export_parquet}[fmt]
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    project = Project.objects.get(pk=project_id)
+    counted = 0
+
+    def counting(rows):
+        nonlocal counted
+        for row in rows:
+            counted += 1
+            yield row
+
+    started = time.perf_counter()
+    size = 0
+    rows = export_rows(project=project, options=ExportOptions(shape=Shape.PAIRS, margin=True))
+    for block in writer.write_rows(counting(rows)):
+        size += len(block)
+    seconds = time.perf_counter() - started
+    return {
+        "rows": counted,
+        "bytes": size,
+        "seconds": seconds,
+        "rows_per_s": counted / seconds,
+        "baseline_mb": baseline,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    parser.add_argument("--run", nargs=2, metavar=("PROJECT_ID", "FORMAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        setup_django()
+        print(json.dumps(run_export(int(args.run[0]), args.run[1])))
+        return 0
+
+    create_database()
+    setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    projects = {size: seed(size) for size in args.sizes}
+    failures = []
+    print(
+        f"{'records':>10} {'format':>8} {'rows':>10} {'MB out':>8} {'s':>7} {'rows/s':>9} "
+        f"{'base MB':>8} {'peak MB':>8}"
+    )
+    results = {}
+    for size, project_id in projects.items():
+        for fmt in ("jsonl", "parquet"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--run", str(project_id), fmt],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results[(size, fmt)] = r
+            print(
+                f"{size:>10,} {fmt:>8} {r['rows']:>10,} {r['bytes'] / 1e6:>8.0f} "
+                f"{r['seconds']:>7.1f} {r['rows_per_s']:>9,.0f} {r['baseline_mb']:>8.0f} "
+                f"{r['peak_mb']:>8.0f}",
+                flush=True,
+            )
+            if r["peak_mb"] >= TARGET_PEAK_MB:
+                failures.append(f"{fmt} at {size:,}: peak {r['peak_mb']:.0f} MB")
+            if fmt == "jsonl" and r["rows_per_s"] < TARGET_JSONL_ROWS_S:
+                failures.append(f"jsonl at {size:,}: {r['rows_per_s']:,.0f} rows/s")
+    for size in args.sizes:
+        jsonl, parquet = results[(size, "jsonl")], results[(size, "parquet")]
+        if parquet["rows_per_s"] <= jsonl["rows_per_s"]:
+            failures.append(f"parquet not faster than jsonl at {size:,}")
+    if len(args.sizes) > 1:
+        small, large = min(args.sizes), max(args.sizes)
+        for fmt in ("jsonl", "parquet"):
+            growth = results[(large, fmt)]["peak_mb"] - results[(small, fmt)]["peak_mb"]
+            print(f"{fmt}: peak grows {growth:+.0f} MB from {small:,} to {large:,} records")
+            if growth > 0.1 * results[(small, fmt)]["peak_mb"]:
+                failures.append(f"{fmt} peak memory grows with rows ({growth:+.0f} MB)")
+    for failure in failures:
+        print("MISSED:", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Query-string filters of the API lists (django-filter)."""
+
+from datetime import UTC, datetime
+
+import django_filters
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
+
+from feedback.models import FeedbackKind, Prompt, Response, Submission, Task
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601 moments, moved to UTC: PostgreSQL refuses offsets past about 16 hours."""
+
+    def to_python(self, value) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("The moment is out of range.") from exc
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
+KIND_LOOKUPS = {
+    FeedbackKind.PAIRWISE: {"pairwise__isnull": False},
+    FeedbackKind.RATING: {"ratings__isnull": False},
+    FeedbackKind.RANKING: {"ranking__isnull": False},
+    FeedbackKind.SPAN: {"spans__isnull": False},
+    FeedbackKind.FREE_TEXT: {"texts__isnull": False},
+}
+
+
+class PromptFilter(django_filters.FilterSet):
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Prompt
+        fields = ["external_id"]
+
+
+class ResponseFilter(django_filters.FilterSet):
+    class Meta:
+        model = Response
+        fields = ["prompt", "model_name"]
+
+
+class TaskFilter(django_filters.FilterSet):
+    class Meta:
+        model = Task
+        fields = ["prompt", "layout"]
+
+
+class FeedbackFilter(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices, method="filter_kind")
+    annotator = django_filters.CharFilter(field_name="annotator__username")
+    judge = django_filters.CharFilter(field_name="judge__name")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Submission
+        fields = ["task", "is_current"]
+
+    def filter_kind(self, queryset, name: str, value: str):
+        return queryset.filter(**KIND_LOOKUPS[FeedbackKind(value)]).distinct()

@@ -1,0 +1,237 @@
+"""Serializers translate: requests in, checked types out; models in, JSON out."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from feedback.exports import Aggregate, Form, PairSource, Shape, Sources, Ties
+from feedback.models import (
+    Project,
+    Prompt,
+    RatingAspect,
+    Response,
+    SpanLabel,
+    Submission,
+    Task,
+)
+
+# --- Projects --------------------------------------------------------------------------
+
+
+class AspectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RatingAspect
+        fields = ["id", "name", "rubric", "scale_min", "scale_max", "position"]
+
+
+class SpanLabelSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SpanLabel
+        fields = ["id", "name", "description", "color", "default_severity", "position"]
+
+
+PROJECT_CONFIG = [
+    "name",
+    "guidelines",
+    "collects_pairwise",
+    "collects_rating",
+    "collects_ranking",
+    "collects_spans",
+    "collects_free_text",
+    "asks_critique",
+    "asks_rewrite",
+    "asks_rationale",
+    "ranking_size",
+    "annotators_per_task",
+    "lease_minutes",
+    "show_judge_suggestions",
+]
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    """A project with its feedback configuration; aspects and labels are read-only here."""
+
+    feedback_kinds = serializers.ListField(child=serializers.CharField(), read_only=True)
+    aspects = AspectSerializer(many=True, read_only=True)
+    span_labels = SpanLabelSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", *PROJECT_CONFIG, "feedback_kinds", "aspects", "span_labels", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+# --- Prompts, responses, tasks ---------------------------------------------------------
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    response_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prompt
+        fields = ["id", "external_id", "text", "messages", "metadata", "response_ids", "created_at"]
+
+    def get_response_ids(self, prompt: Prompt) -> list[int]:
+        return [response.pk for response in prompt.responses.all()]
+
+
+class PromptImportSerializer(serializers.Serializer):
+    """Rows as in a JSONL import file: `id`, `prompt` or `messages`, `responses`, `metadata`."""
+
+    rows = serializers.ListField(child=serializers.DictField(), allow_empty=False)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    prompts = serializers.IntegerField()
+    responses = serializers.IntegerField()
+    tasks = serializers.IntegerField()
+    prompt_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class ResponseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Response
+        fields = [
+            "id",
+            "prompt",
+            "text",
+            "model_name",
+            "generation_params",
+            "sample_index",
+            "created_at",
+        ]
+
+
+class ResponseRowSerializer(serializers.Serializer):
+    """One row of a bulk create (documents the shape; rows are checked by the service)."""
+
+    prompt_id = serializers.IntegerField(required=False)
+    prompt_external_id = serializers.CharField(required=False)
+    text = serializers.CharField()
+    model = serializers.CharField(required=False)
+    generation_params = serializers.DictField(required=False)
+
+
+class ResponsesCreateSerializer(serializers.Serializer):
+    responses = serializers.ListField(child=serializers.DictField(), allow_empty=False)
+    create_tasks = serializers.BooleanField(default=True)
+
+
+class ResponsesCreateDocSerializer(serializers.Serializer):
+    responses = ResponseRowSerializer(many=True)
+    create_tasks = serializers.BooleanField(default=True)
+
+
+class ResponsesResultSerializer(serializers.Serializer):
+    responses = serializers.IntegerField()
+    tasks = serializers.IntegerField()
+    response_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    response_ids = serializers.SerializerMethodField(help_text="In display order: A first.")
+
+    class Meta:
+        model = Task
+        fields = ["id", "prompt", "layout", "priority", "response_ids", "created_at"]
+
+    def get_response_ids(self, task: Task) -> list[int]:
+        return [link.response_id for link in task.links.all()]
+
+
+# --- Feedback --------------------------------------------------------------------------
+
+
+class PairwiseOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    choice = serializers.CharField()
+    strength = serializers.IntegerField(allow_null=True)
+
+
+class RatingOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    response_id = serializers.IntegerField()
+    aspect = serializers.CharField(source="aspect.name")
+    value = serializers.IntegerField()
+    rationale = serializers.CharField()
+
+
+class SpanOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    response_id = serializers.IntegerField()
+    label = serializers.CharField(source="label.name")
+    severity = serializers.CharField()
+    start = serializers.IntegerField()
+    end = serializers.IntegerField()
+    comment = serializers.CharField()
+
+
+class TextOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    response_id = serializers.IntegerField(allow_null=True)
+    mode = serializers.CharField()
+    text = serializers.CharField()
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    """A submission: one annotator's or judge's answer to a task, with every record in it."""
+
+    annotator = serializers.CharField(source="annotator.username", default=None)
+    judge = serializers.CharField(source="judge.name", default=None)
+    pairwise = serializers.SerializerMethodField()
+    ratings = RatingOutSerializer(many=True, read_only=True)
+    ranking = serializers.SerializerMethodField(help_text="Response ids, best first.")
+    spans = SpanOutSerializer(many=True, read_only=True)
+    texts = TextOutSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id",
+            "task",
+            "annotator",
+            "judge",
+            "created_at",
+            "duration_ms",
+            "is_current",
+            "supersedes",
+            "pairwise",
+            "ratings",
+            "ranking",
+            "spans",
+            "texts",
+        ]
+
+    @extend_schema_field(PairwiseOutSerializer(allow_null=True))
+    def get_pairwise(self, submission: Submission) -> dict | None:
+        record = getattr(submission, "pairwise", None)
+        return PairwiseOutSerializer(record).data if record is not None else None
+
+    def get_ranking(self, submission: Submission) -> list[int]:
+        record = getattr(submission, "ranking", None)
+        return [entry.response_id for entry in record.entries.all()] if record else []
+
+
+# --- Exports and agreement -------------------------------------------------------------
+
+
+class ExportParamsSerializer(serializers.Serializer):
+    shape = serializers.ChoiceField(choices=[s.value for s in Shape], default=Shape.PAIRS.value)
+    format = serializers.ChoiceField(choices=["jsonl", "parquet"], default="jsonl")
+    form = serializers.ChoiceField(choices=[f.value for f in Form], default=Form.AUTO.value)
+    aggregate = serializers.ChoiceField(
+        choices=[a.value for a in Aggregate], default=Aggregate.NONE.value
+    )
+    ties = serializers.ChoiceField(choices=[t.value for t in Ties], default=Ties.DROP.value)
+    min_agreement = serializers.FloatField(default=0.0, min_value=0.0, max_value=1.0)
+    pairs_from = serializers.ChoiceField(
+        choices=[p.value for p in PairSource], default=PairSource.PAIRWISE.value
+    )
+    aspect = serializers.CharField(default="", allow_blank=True, max_length=100)
+    margin = serializers.BooleanField(default=False)
+    sources = serializers.ChoiceField(choices=[s.value for s in Sources], default=Sources.ALL.value)
+
+
+class AgreementParamsSerializer(serializers.Serializer):
+    sources = serializers.ChoiceField(
+        choices=[s.value for s in Sources], default=Sources.ANNOTATORS.value
+    )

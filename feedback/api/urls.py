@@ -1,0 +1,36 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from feedback.api import views
+
+app_name = "api"
+project = "projects/<int:project_id>/"
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("projects/", views.ProjectListApi.as_view(), name="project-list"),
+    path(project, views.ProjectDetailApi.as_view(), name="project-detail"),
+    path(f"{project}prompts/", views.PromptListApi.as_view(), name="prompt-list"),
+    path(
+        f"{project}prompts/<int:prompt_id>/", views.PromptDetailApi.as_view(), name="prompt-detail"
+    ),
+    path(f"{project}responses/", views.ResponseListApi.as_view(), name="response-list"),
+    path(
+        f"{project}responses/<int:response_id>/",
+        views.ResponseDetailApi.as_view(),
+        name="response-detail",
+    ),
+    path(f"{project}tasks/", views.TaskListApi.as_view(), name="task-list"),
+    path(f"{project}tasks/<int:task_id>/", views.TaskDetailApi.as_view(), name="task-detail"),
+    path(f"{project}feedback/", views.FeedbackListApi.as_view(), name="feedback-list"),
+    path(
+        f"{project}feedback/<int:submission_id>/",
+        views.FeedbackDetailApi.as_view(),
+        name="feedback-detail",
+    ),
+    path(f"{project}export/", views.ProjectExportApi.as_view(), name="project-export"),
+    path(f"{project}agreement/", views.ProjectAgreementApi.as_view(), name="project-agreement"),
+    path(
+        f"{project}consistency/", views.ProjectConsistencyApi.as_view(), name="project-consistency"
+    ),
+]

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from feedback import views
+
+app_name = "feedback"
+urlpatterns = [
+    path(
+        "projects/<int:project_id>/agreement/",
+        views.project_agreement_page,
+        name="project-agreement",
+    ),
+]

@@ -1,0 +1,36 @@
+"""Agreement and consistency over the API, on the shared three-annotator fixture."""
+
+import pytest
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+
+def test_agreement_reports_every_kind_per_project_and_per_annotator(viewer_client, project, filled):
+    result = viewer_client.get(reverse("api:project-agreement", args=[project.pk])).json()
+    # Choices A,A,A / A,A,A / B,B,A / tie,tie,A: observed 2/3, expected 1/2.
+    assert result["pairwise"]["fleiss_kappa"] == pytest.approx(1 / 3)
+    assert set(result["pairwise"]["raters"]) == {"annotator", "ann2", "ann3"}
+    helpfulness = next(a for a in result["ratings"] if a["aspect"] == "Helpfulness")
+    assert helpfulness["krippendorff_alpha"] is not None
+    assert set(helpfulness["alpha_without_rater"]) == {"annotator", "ann2", "ann3"}
+    # Two rankers agree, the third reverses: taus 1, -1, -1.
+    assert result["rankings"]["mean_kendall_tau"] == pytest.approx(-1 / 3)
+    assert 0 < result["spans"]["mean_f1"] < 1
+
+
+def test_agreement_can_count_judges_as_raters(viewer_client, project, filled):
+    url = reverse("api:project-agreement", args=[project.pk])
+    people = viewer_client.get(url).json()["pairwise"]["fleiss_kappa"]
+    everyone = viewer_client.get(url, {"sources": "all"}).json()["pairwise"]["fleiss_kappa"]
+    assert everyone != people  # the judge's B on the first pair breaks its unanimity
+
+
+def test_consistency_counts_where_ratings_contradict_choices(viewer_client, project, filled):
+    result = viewer_client.get(reverse("api:project-consistency", args=[project.pk])).json()
+    people = result["annotators"]["pooled"]
+    assert (people["compared"], people["opposite"], people["rating_ties"]) == (10, 2, 0)
+    assert people["disagreement_rate"] == pytest.approx(0.2)
+    assert result["annotators"]["same_rater"]["compared"] == 10
+    assert result["judges"]["pooled"]["opposite"] == 1
+    assert result["judges"]["same_rater"]["compared"] == 0
