@@ -34,7 +34,7 @@ def test_one_bad_prompt_row_refuses_the_request_naming_row_and_field(admin_clien
     assert response.status_code == 400
     errors = response.json()["errors"]
     # The same messages as the file import, which names the union member tried.
-    assert errors["row 2.responses.0.ImportedResponse.text"] == ["response text is blank"]
+    assert errors["row 2.responses.0.text"] == ["response text is blank"]
     assert "row 3.colour" in errors
     assert not Prompt.objects.exists()
 
