@@ -46,6 +46,12 @@ export function moveItemToRank(list, rank) {
 export function initRanking(card) {
   const list = card.querySelector("[data-ranking]");
   if (!list) return;
-  new Sortable(list, { animation: 120, ghostClass: "dragging", onEnd: () => renumber(list) });
+  // Mouse-event dragging (forceFallback) behaves the same in every browser and in tests.
+  new Sortable(list, {
+    animation: 120,
+    forceFallback: true,
+    ghostClass: "dragging",
+    onEnd: () => renumber(list),
+  });
   renumber(list);
 }
