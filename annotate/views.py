@@ -19,11 +19,11 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post
 from feedback import queue
-from feedback.models import Assignment, Project, ProjectMember, Task
+from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
     annotator_progress,
-    member_role,
     previous_task_id,
+    project_for_annotator,
     project_progress,
     projects_for_user,
     task_screen,
@@ -32,7 +32,6 @@ from feedback.services import FeedbackError
 
 # Model output is shown on these pages; allow only our own scripts, whatever slips through.
 CONTENT_SECURITY_POLICY = "script-src 'self'; object-src 'none'; base-uri 'self'"
-ANNOTATING_ROLES = {ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN}
 
 
 def annotator_page(view):
@@ -41,8 +40,8 @@ def annotator_page(view):
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, project_id: int, **kwargs) -> HttpResponse:
-        project = get_object_or_404(Project, pk=project_id)
-        if member_role(request.user, project) not in ANNOTATING_ROLES:
+        project = project_for_annotator(request.user, project_id)
+        if project is None:
             raise Http404("No such project.")
         response = view(request, project, **kwargs)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
@@ -62,10 +61,16 @@ def _render_task(
     project: Project,
     task: Task | None,
     *,
+    fresh: bool = False,
     errors: FeedbackError | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    screen = task_screen(task=task, annotator=request.user) if task is not None else None
+    """Render the task card (or the whole page); `fresh`: a lease not yet answered."""
+    screen = (
+        task_screen(task=task, annotator=request.user, answered=not fresh)
+        if task is not None
+        else None
+    )
     context = {
         "project": project,
         "screen": screen,
@@ -86,17 +91,18 @@ def _render_task(
 def task_next(request: HttpRequest, project: Project) -> HttpResponse:
     """The annotator's current task, or a new lease on the next one."""
     assignment = queue.task_claim_next(project=project, annotator=request.user)
-    return _render_task(request, project, assignment.task if assignment else None)
+    return _render_task(request, project, assignment.task if assignment else None, fresh=True)
 
 
 def _held_task(request: HttpRequest, project: Project, task_id: int) -> Task:
     """A task of the project the annotator holds or has answered; 404 for any other."""
-    task = get_object_or_404(Task.objects.select_related("project", "prompt"), pk=task_id)
+    task = get_object_or_404(Task.objects.select_related("prompt"), pk=task_id, project=project)
     had = Assignment.objects.filter(task=task, annotator=request.user).exclude(
         status=Assignment.Status.EXPIRED
     )
-    if task.project_id != project.pk or not had.exists():
+    if not had.exists():
         raise Http404("No such task.")
+    task.project = project
     return task
 
 

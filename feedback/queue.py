@@ -84,7 +84,9 @@ def task_claim_next(
     second tab shows the same task.
     """
     now = now or timezone.now()
-    leases_expire(now=now)
+    # Most claims find no lapsed lease: a plain index probe spares them the locking sweep.
+    if Assignment.objects.filter(status=Status.ACTIVE, leased_until__lt=now).exists():
+        leases_expire(now=now)
     try:
         return _claim(project, annotator, now)
     except IntegrityError:
@@ -96,14 +98,15 @@ def task_claim_next(
 def _claim(project: Project, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
     lease = timedelta(minutes=project.lease_minutes)
     current = (
-        Assignment.objects.select_for_update()
-        .select_related("task")
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("task__prompt")
         .filter(project=project, annotator=annotator, status=Status.ACTIVE)
         .first()
     )
     if current is not None:
         current.leased_until = now + lease
         current.save(update_fields=["leased_until"])
+        current.task.project = project
         return current
 
     had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
@@ -113,11 +116,13 @@ def _claim(project: Project, annotator: AbstractBaseUser, now: datetime) -> Assi
         Task.objects.filter(project=project, is_full=False)
         .exclude(Exists(had))
         .order_by("-priority", "id")
-        .select_for_update(skip_locked=True)
+        .select_related("prompt")
+        .select_for_update(skip_locked=True, of=("self",))
         .first()
     )
     if task is None or not _take_slot(task.pk, project.annotators_per_task):
         return None
+    task.project = project
     return Assignment.objects.create(
         project=project, task=task, annotator=annotator, leased_until=now + lease
     )
@@ -171,7 +176,7 @@ def task_submit(
     if assignment.status != Status.SUBMITTED:
         assignment.status = Status.SUBMITTED
         assignment.finished_at = now
-        assignment.save()
+        assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
     return submission_create(
         task=task, annotator=annotator, feedback=feedback, duration_ms=duration_ms
     )

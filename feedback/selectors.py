@@ -27,6 +27,25 @@ def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
     return Project.objects.filter(members__user=user).distinct()
 
 
+def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | None:
+    """The project if the user may annotate it (annotator or admin, or superuser), else None.
+
+    One query: this runs on every request of the annotator's workspace.
+    """
+    if user.is_superuser:
+        return Project.objects.filter(pk=project_id).first()
+    member = (
+        ProjectMember.objects.select_related("project")
+        .filter(
+            project_id=project_id,
+            user=user,
+            role__in=[ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN],
+        )
+        .first()
+    )
+    return member.project if member is not None else None
+
+
 def member_role(user: AbstractBaseUser, project: Project) -> str | None:
     """The user's role in the project (superusers act as admins), or None."""
     if user.is_superuser:
@@ -145,13 +164,17 @@ def task_kinds(task: Task) -> list[FeedbackKind]:
     return kinds
 
 
-def task_screen(*, task: Task, annotator: AbstractBaseUser) -> TaskScreen:
+def task_screen(*, task: Task, annotator: AbstractBaseUser, answered: bool = True) -> TaskScreen:
+    """The task as the annotator sees it; `answered=False` (a fresh lease) skips looking up
+    an earlier answer of theirs, which such a task cannot have."""
     project = task.project
     kinds = task_kinds(task)
     current = (
         Submission.objects.filter(task=task, annotator=annotator, is_current=True)
         .prefetch_related(*FEEDBACK_RECORDS)
         .first()
+        if answered
+        else None
     )
     suggestions: list[Submission] = []
     if project.show_judge_suggestions:
