@@ -54,7 +54,12 @@ def answer(task, annotator) -> Submission:
 
 
 def test_pairwise_by_mouse_stores_choice_strength_and_rationale(page, open_workspace, screenshot):
-    project = project_for(collects_pairwise=True, collects_free_text=True, asks_rationale=True)
+    project = project_for(
+        name="Python help: which answer is better?",
+        collects_pairwise=True,
+        collects_free_text=True,
+        asks_rationale=True,
+    )
     task = task_with_responses(
         project,
         "pair",
