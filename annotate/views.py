@@ -1,11 +1,53 @@
-"""Annotator pages."""
+"""Annotator pages: the project list and the task workspace, swapped in place by htmx.
+
+One template (`annotate/task.html`) and one context serve both the full page and, for htmx
+requests, its `task-card` partial. After a submit or skip the server answers 204 with an
+`HX-Trigger: task-done` event, and the page asks for its next card: the same request the
+first page load makes, so there is one way to get a task.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget, trigger_client_event
 
-from feedback.models import Project
-from feedback.selectors import member_role, projects_for_user
+from annotate.forms import TaskForm, duration_from_post, feedback_from_post
+from feedback import queue
+from feedback.models import Assignment, Project, Task
+from feedback.selectors import (
+    annotator_progress,
+    previous_task_id,
+    project_for_annotator,
+    project_progress,
+    projects_for_user,
+    task_screen,
+)
+from feedback.services import FeedbackError
+
+# Model output is shown on these pages; allow only our own scripts, whatever slips through.
+CONTENT_SECURITY_POLICY = "script-src 'self'; object-src 'none'; base-uri 'self'"
+
+
+def annotator_page(view):
+    """Log-in required, project resolved, annotators only, and the page's CSP set."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, project_id: int, **kwargs) -> HttpResponse:
+        project = project_for_annotator(request.user, project_id)
+        if project is None:
+            raise Http404("No such project.")
+        response = view(request, project, **kwargs)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+    return wrapper
 
 
 @login_required
@@ -14,10 +56,102 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/project_list.html", {"projects": projects})
 
 
-@login_required
-def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = get_object_or_404(Project, pk=project_id)
-    role = member_role(request.user, project)
-    if role is None:
-        raise Http404("No such project.")
-    return render(request, "annotate/project_detail.html", {"project": project, "role": role})
+def _render_task(
+    request: HttpRequest,
+    project: Project,
+    task: Task | None,
+    *,
+    fresh: bool = False,
+    errors: FeedbackError | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """Render the task card (or the whole page); `fresh`: a lease not yet answered."""
+    screen = (
+        task_screen(task=task, annotator=request.user, answered=not fresh)
+        if task is not None
+        else None
+    )
+    context = {
+        "project": project,
+        "screen": screen,
+        "form": TaskForm.initial(screen) if screen is not None else None,
+        "errors": errors,
+        "progress": annotator_progress(project=project, annotator=request.user),
+        "previous_task_id": previous_task_id(project=project, annotator=request.user, before=task),
+        "is_revisit": screen is not None and screen.current is not None,
+    }
+    if request.htmx:
+        return render(request, "annotate/task.html#task-card", context, status=status)
+    context["project_progress"] = project_progress(project=project)
+    return render(request, "annotate/task.html", context, status=status)
+
+
+@require_GET
+@annotator_page
+def task_next(request: HttpRequest, project: Project) -> HttpResponse:
+    """The annotator's current task, or a new lease on the next one."""
+    assignment = queue.task_claim_next(project=project, annotator=request.user)
+    return _render_task(request, project, assignment.task if assignment else None, fresh=True)
+
+
+def _held_task(request: HttpRequest, project: Project, task_id: int) -> Task:
+    """A task of the project the annotator holds or has answered; 404 for any other."""
+    task = get_object_or_404(Task.objects.select_related("prompt"), pk=task_id, project=project)
+    had = Assignment.objects.filter(task=task, annotator=request.user).exclude(
+        status=Assignment.Status.EXPIRED
+    )
+    if not had.exists():
+        raise Http404("No such task.")
+    task.project = project
+    return task
+
+
+@require_GET
+@annotator_page
+def task_detail(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
+    """A task the annotator did before, with their answer filled in, to change it."""
+    return _render_task(request, project, _held_task(request, project, task_id))
+
+
+def _done(request: HttpRequest, project: Project) -> HttpResponse:
+    if not request.htmx:
+        return redirect("annotate:task-next", project_id=project.pk)
+    return trigger_client_event(HttpResponse(status=204), "task-done")
+
+
+@require_POST
+@annotator_page
+def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
+    task = _held_task(request, project, task_id)
+    try:
+        feedback = feedback_from_post(request.POST, task_screen(task=task, annotator=request.user))
+        queue.task_submit(
+            task=task,
+            annotator=request.user,
+            feedback=feedback,
+            duration_ms=duration_from_post(request.POST),
+        )
+    except FeedbackError as error:
+        if not request.htmx:
+            return _render_task(request, project, task, errors=error, status=422)
+        # Only the error list is replaced, so nothing the annotator entered is lost.
+        response = render(request, "annotate/task.html#task-errors", {"errors": error}, status=422)
+        return reswap(retarget(response, "#task-errors"), "innerHTML")
+    return _done(request, project)
+
+
+@require_POST
+@annotator_page
+def task_skip(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
+    task = _held_task(request, project, task_id)
+    # A lease already gone (lapsed or submitted) leaves nothing to skip: move on as asked.
+    with suppress(FeedbackError):
+        queue.task_skip(task=task, annotator=request.user)
+    return _done(request, project)
+
+
+@require_GET
+@annotator_page
+def progress(request: HttpRequest, project: Project) -> HttpResponse:
+    context = {"project": project, "project_progress": project_progress(project=project)}
+    return render(request, "annotate/task.html#project-progress", context)

@@ -18,6 +18,7 @@ from feedback.models import (
     Submission,
     Task,
 )
+from feedback.queue import task_slots_recount
 from feedback.services import FeedbackError
 
 
@@ -64,6 +65,11 @@ class ProjectAdmin(admin.ModelAdmin):
         ),
         ("Queue", {"fields": ["annotators_per_task", "lease_minutes", "show_judge_suggestions"]}),
     ]
+
+    def save_model(self, request, obj: Project, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "annotators_per_task" in form.changed_data:
+            task_slots_recount(project=obj)
 
     @admin.display(description="Feedback kinds")
     def feedback_kind_list(self, project: Project) -> str:

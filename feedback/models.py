@@ -378,11 +378,28 @@ class Task(models.Model):
     priority = models.FloatField(
         default=0.0, help_text="Higher is served first (active learning sets it)."
     )
+    # Denormalised from Assignment so the queue finds open tasks through one partial index
+    # instead of counting leases per task; kept in step by feedback.queue only.
+    slots_taken = models.PositiveSmallIntegerField(
+        default=0, help_text="Annotators holding a lease on the task or done with it."
+    )
+    is_full = models.BooleanField(
+        default=False, help_text="slots_taken has reached the project's annotators_per_task."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "-priority", "id"])]
+        indexes = [
+            models.Index(fields=["project", "-priority", "id"]),
+            # The queue's scan: open tasks of a project in serving order. Full tasks (most of
+            # a mature project) are not in it, so the scan never walks past them.
+            models.Index(
+                fields=["project", "-priority", "id"],
+                condition=Q(is_full=False),
+                name="task_open_queue",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="task_layout_valid",
@@ -428,6 +445,69 @@ class TaskResponse(models.Model):
 
     def __str__(self) -> str:
         return f"task {self.task_id} #{self.position}: response {self.response_id}"
+
+
+class Assignment(models.Model):
+    """One annotator's lease on one task: handed out, then submitted, skipped or expired.
+
+    The queue (feedback.queue) is the only writer; Task.slots_taken counts the active and
+    submitted rows of each task.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    leased_until = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was first submitted, skipped or expired."
+    )
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Progress counts and "previous task" look-ups of one annotator.
+            models.Index(fields=["project", "annotator", "status", "finished_at"]),
+            # Expiry sweeps look only at live leases.
+            models.Index(
+                fields=["leased_until"],
+                condition=Q(status="active"),
+                name="assignment_active_lease",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="assignment_status_valid",
+                condition=Q(status__in=["active", "submitted", "skipped", "expired"]),
+                violation_error_message="Unknown assignment status.",
+            ),
+            # Expired leases stay as history; any other state means the annotator has (or had)
+            # the task, so it is never handed to them again.
+            models.UniqueConstraint(
+                fields=["task", "annotator"],
+                condition=~Q(status="expired"),
+                name="assignment_once_per_annotator",
+                violation_error_message="This annotator already has this task.",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "annotator"],
+                condition=Q(status="active"),
+                name="assignment_one_active_per_project",
+                violation_error_message="The annotator already holds a task in this project.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} to user {self.annotator_id} ({self.status})"
 
 
 class Judge(models.Model):

@@ -1,5 +1,7 @@
 """factory_boy factories for the feedback domain."""
 
+from collections.abc import Sequence
+
 import factory
 from django.contrib.auth import get_user_model
 
@@ -95,13 +97,16 @@ class JudgeFactory(factory.django.DjangoModelFactory):
     model_name = "tiny"
 
 
-def task_with_responses(project: Project, layout: str, count: int) -> Task:
-    """A task of `layout` on a fresh prompt with `count` responses, in order."""
-    prompt = PromptFactory(project=project)
+def task_with_responses(
+    project: Project, layout: str, count: int, texts: Sequence[str] = (), **prompt_fields
+) -> Task:
+    """A task of `layout` on a fresh prompt with `count` responses (texts if given), in order."""
+    prompt = PromptFactory(project=project, **prompt_fields)
     task = Task.objects.create(project=project, prompt=prompt, layout=layout)
     for position in range(count):
+        extra = {"text": texts[position]} if position < len(texts) else {}
         TaskResponse.objects.create(
-            task=task, response=ResponseFactory(prompt=prompt), position=position
+            task=task, response=ResponseFactory(prompt=prompt, **extra), position=position
         )
     return task
 

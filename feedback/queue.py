@@ -1,0 +1,193 @@
+"""The annotation queue: hand tasks to annotators, take them back, record what became of them.
+
+Each task goes to `project.annotators_per_task` different annotators. An Assignment row is
+one annotator's lease on one task; Task.slots_taken counts the active and submitted leases
+and Task.is_full says it reached the project's number, so finding work is one scan of a
+partial index. Every change of slots_taken happens while the task row is locked (PostgreSQL
+`FOR UPDATE`) or under a guarded `UPDATE ... WHERE is_full = false`, so concurrent
+annotators never overfill a task. SQLite (the demo) has no row locks; it serialises writers,
+and the guarded update and the unique constraints keep it correct there too.
+
+Lock order, to stay free of deadlocks: an annotator's own assignment rows first, then task
+rows, and task rows in id order when there are several.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Case, Exists, F, OuterRef, Value, When
+from django.utils import timezone
+
+from feedback.models import Assignment, Project, Submission, Task
+from feedback.services import FeedbackError, FeedbackInput, submission_create
+
+Status = Assignment.Status
+
+# How many lapsed leases one claim returns to the queue: bounded, so a claim stays fast.
+EXPIRE_BATCH = 200
+
+
+def _take_slot(task_id: int, annotators_per_task: int) -> bool:
+    """Count one more annotator on the task unless it is full; False when it was full."""
+    return bool(
+        Task.objects.filter(pk=task_id, is_full=False).update(
+            slots_taken=F("slots_taken") + 1,
+            # SET reads the old row, so "old + 1 >= n" is "old >= n - 1".
+            is_full=Case(
+                When(slots_taken__gte=annotators_per_task - 1, then=Value(True)),
+                default=Value(False),
+            ),
+        )
+    )
+
+
+def _free_slots(task_counts: Counter[int]) -> None:
+    for task_id in sorted(task_counts):
+        Task.objects.filter(pk=task_id).update(
+            slots_taken=F("slots_taken") - task_counts[task_id], is_full=False
+        )
+
+
+@transaction.atomic
+def leases_expire(*, now: datetime | None = None, limit: int = EXPIRE_BATCH) -> int:
+    """Return lapsed leases (any project) to the queue; the number returned.
+
+    Rows another transaction holds are skipped: that one is submitting or expiring them.
+    """
+    now = now or timezone.now()
+    lapsed = list(
+        Assignment.objects.select_for_update(skip_locked=True)
+        .filter(status=Status.ACTIVE, leased_until__lt=now)
+        .order_by("id")
+        .values_list("pk", "task_id")[:limit]
+    )
+    if not lapsed:
+        return 0
+    Assignment.objects.filter(pk__in=[pk for pk, _ in lapsed]).update(
+        status=Status.EXPIRED, finished_at=now
+    )
+    _free_slots(Counter(task_id for _, task_id in lapsed))
+    return len(lapsed)
+
+
+def task_claim_next(
+    *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
+) -> Assignment | None:
+    """The annotator's current task in the project, or a new lease on the next one.
+
+    The next task is the open task of highest priority (then oldest) the annotator has not
+    had; None when there is none. A live lease is resumed and renewed, so a reload or a
+    second tab shows the same task.
+    """
+    now = now or timezone.now()
+    # Most claims find no lapsed lease: a plain index probe spares them the locking sweep.
+    if Assignment.objects.filter(status=Status.ACTIVE, leased_until__lt=now).exists():
+        leases_expire(now=now)
+    try:
+        return _claim(project, annotator, now)
+    except IntegrityError:
+        # Two requests of one annotator raced and the other took a lease first: resume it.
+        return _claim(project, annotator, now)
+
+
+@transaction.atomic
+def _claim(project: Project, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+    lease = timedelta(minutes=project.lease_minutes)
+    current = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("task__prompt")
+        .filter(project=project, annotator=annotator, status=Status.ACTIVE)
+        .first()
+    )
+    if current is not None:
+        current.leased_until = now + lease
+        current.save(update_fields=["leased_until"])
+        current.task.project = project
+        return current
+
+    had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
+        status=Status.EXPIRED
+    )
+    task = (
+        Task.objects.filter(project=project, is_full=False)
+        .exclude(Exists(had))
+        .order_by("-priority", "id")
+        .select_related("prompt")
+        .select_for_update(skip_locked=True, of=("self",))
+        .first()
+    )
+    if task is None or not _take_slot(task.pk, project.annotators_per_task):
+        return None
+    task.project = project
+    return Assignment.objects.create(
+        project=project, task=task, annotator=annotator, leased_until=now + lease
+    )
+
+
+@transaction.atomic
+def task_skip(*, task: Task, annotator: AbstractBaseUser, now: datetime | None = None) -> None:
+    """Give back the annotator's lease on the task; they will not be offered it again."""
+    assignment = (
+        Assignment.objects.select_for_update()
+        .filter(task=task, annotator=annotator, status=Status.ACTIVE)
+        .first()
+    )
+    if assignment is None:
+        raise FeedbackError("You hold no lease on this task, so there is nothing to skip.")
+    assignment.status = Status.SKIPPED
+    assignment.finished_at = now or timezone.now()
+    assignment.save(update_fields=["status", "finished_at"])
+    _free_slots(Counter([task.pk]))
+
+
+@transaction.atomic
+def task_submit(
+    *,
+    task: Task,
+    annotator: AbstractBaseUser,
+    feedback: FeedbackInput,
+    duration_ms: int | None = None,
+    now: datetime | None = None,
+) -> Submission:
+    """Store the annotator's answer to a task they hold, skipped, or answered before.
+
+    A first answer closes the lease; a later one replaces the answer and keeps the old one
+    as history. If the lease lapsed or the task was skipped, the answer is taken only while
+    the task still needs annotators. Raises FeedbackError; on error nothing changes.
+    """
+    now = now or timezone.now()
+    assignment = (
+        Assignment.objects.select_for_update()
+        .filter(task=task, annotator=annotator)
+        .exclude(status=Status.EXPIRED)
+        .first()
+    )
+    if assignment is None or assignment.status == Status.SKIPPED:
+        if not _take_slot(task.pk, task.project.annotators_per_task):
+            raise FeedbackError("Your lease on this task ran out and it has enough annotators now.")
+        if assignment is None:
+            assignment = Assignment(
+                project_id=task.project_id, task=task, annotator=annotator, leased_until=now
+            )
+    if assignment.status != Status.SUBMITTED:
+        assignment.status = Status.SUBMITTED
+        assignment.finished_at = now
+        assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
+    return submission_create(
+        task=task, annotator=annotator, feedback=feedback, duration_ms=duration_ms
+    )
+
+
+@transaction.atomic
+def task_slots_recount(*, project: Project) -> int:
+    """Re-derive is_full after the project's annotators_per_task changed; tasks updated."""
+    return Task.objects.filter(project=project).update(
+        is_full=Case(
+            When(slots_taken__gte=project.annotators_per_task, then=Value(True)),
+            default=Value(False),
+        )
+    )

@@ -1,0 +1,129 @@
+"""The workspace over HTTP: who may see it, htmx partials, submit and skip answers."""
+
+import json
+
+import pytest
+
+from feedback.models import Assignment, FreeTextFeedback, ProjectMember, SpanFeedback, Submission
+from tests.factories import MemberFactory, ProjectFactory, UserFactory, task_with_responses
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def client_of(client):
+    def log_in(user):
+        client.force_login(user)
+        return client
+
+    return log_in
+
+
+def test_the_workspace_serves_the_next_task_in_a_full_page(client_of, project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    response = client_of(annotator).get(f"/projects/{project.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" in html and f'data-task-id="{task.pk}"' in html
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert Assignment.objects.get().annotator == annotator
+
+
+def test_an_htmx_request_gets_only_the_task_card(client_of, project, annotator):
+    task_with_responses(project, "pair", 2)
+    html = client_of(annotator).get(f"/projects/{project.pk}/", **HTMX).content.decode()
+    assert html.lstrip().startswith('<section id="task-card"')
+    assert "<html" not in html
+
+
+@pytest.mark.parametrize("role", [None, ProjectMember.Role.VIEWER])
+def test_only_annotators_and_admins_of_the_project_may_annotate(client_of, project, role):
+    user = UserFactory()
+    if role:
+        MemberFactory(project=project, user=user, role=role)
+    task_with_responses(project, "pair", 2)
+    assert client_of(user).get(f"/projects/{project.pk}/").status_code == 404
+    assert not Assignment.objects.exists()
+
+
+def test_a_task_the_annotator_never_had_cannot_be_opened(client_of, project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    url = f"/projects/{project.pk}/tasks/{task.pk}/"
+    assert client_of(annotator).get(url).status_code == 404
+    assert client_of(annotator).post(url + "submit/", {"choice": "A"}).status_code == 404
+
+
+def test_submit_answers_204_with_an_event_for_the_next_card(client_of, project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    client = client_of(annotator)
+    client.get(f"/projects/{project.pk}/")
+    response = client.post(
+        f"/projects/{project.pk}/tasks/{task.pk}/submit/",
+        {"choice": "A", "strength": "1", "rationale": "Shorter.", "duration_ms": "5300"},
+        **HTMX,
+    )
+    assert response.status_code == 204
+    assert "task-done" in json.loads(response.headers["HX-Trigger"])
+    submission = Submission.objects.get()
+    assert (submission.pairwise.choice, submission.duration_ms) == ("A", 5300)
+    assert submission.texts.get().mode == FreeTextFeedback.Mode.RATIONALE
+
+
+def test_a_missing_choice_is_reported_in_the_error_box_only(client_of, project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    client = client_of(annotator)
+    client.get(f"/projects/{project.pk}/")
+    response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/submit/", {}, **HTMX)
+    assert response.status_code == 422
+    assert response.headers["HX-Retarget"] == "#task-errors"
+    assert "Choose A, B or tie." in response.content.decode()
+    assert not Submission.objects.exists()
+
+
+def test_spans_are_stored_at_the_posted_character_offsets(client_of, annotator):
+    project = ProjectFactory(
+        collects_pairwise=False, collects_rating=False, collects_free_text=False
+    )
+    MemberFactory(project=project, user=annotator)
+    label = project.span_labels.create(name="Error")
+    text = "Naïve 😀 text"
+    task = task_with_responses(project, "single", 1, texts=[text])
+    client = client_of(annotator)
+    client.get(f"/projects/{project.pk}/")
+    response_id = task.links.get().response_id
+    spans = [{"response_id": response_id, "label_id": label.pk, "start": 6, "end": 7}]
+    client.post(
+        f"/projects/{project.pk}/tasks/{task.pk}/submit/", {"spans": json.dumps(spans)}, **HTMX
+    )
+    span = SpanFeedback.objects.get()
+    assert text[span.start : span.end] == "😀"
+
+
+def test_an_untouched_rewrite_sent_with_crlf_line_breaks_is_not_a_rewrite(client_of, annotator):
+    project = ProjectFactory(
+        collects_pairwise=False,
+        collects_rating=False,
+        collects_spans=False,
+        asks_rationale=False,
+    )
+    MemberFactory(project=project, user=annotator)
+    task = task_with_responses(project, "single", 1, texts=["line one\nline two"])
+    client = client_of(annotator)
+    client.get(f"/projects/{project.pk}/")
+    rid = task.links.get().response_id
+    client.post(
+        f"/projects/{project.pk}/tasks/{task.pk}/submit/",
+        {f"rewrite-{rid}": "line one\r\nline two", f"critique-{rid}": "Fine."},
+        **HTMX,
+    )
+    assert list(FreeTextFeedback.objects.values_list("mode", flat=True)) == ["critique"]
+
+
+def test_skip_answers_204_and_records_the_skip(client_of, project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    client = client_of(annotator)
+    client.get(f"/projects/{project.pk}/")
+    response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/skip/", **HTMX)
+    assert response.status_code == 204
+    assert Assignment.objects.get().status == Assignment.Status.SKIPPED
