@@ -19,4 +19,5 @@ COPY . .
 RUN DJANGO_DEBUG=0 python manage.py collectstatic --noinput
 
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]
+ENV GUNICORN_BIND=0.0.0.0:8000
+CMD ["gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"]

@@ -328,6 +328,13 @@ def start_gunicorn(db_url: str, port: int, workers: int, threads: int) -> subpro
         "GUNICORN_THREADS": str(threads),
         "LOG_LEVEL": "WARNING",
     }
+    # As in production: DEBUG off serves the hashed files collectstatic writes.
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
         cwd=ROOT,

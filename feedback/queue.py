@@ -14,6 +14,7 @@ rows, and task rows in id order when there are several.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -29,6 +30,9 @@ Status = Assignment.Status
 
 # How many lapsed leases one claim returns to the queue: bounded, so a claim stays fast.
 EXPIRE_BATCH = 200
+# Tries, and the growing pause between them, while the open tasks left are all locked.
+CLAIM_ATTEMPTS = 5
+CLAIM_RETRY_SECONDS = 0.01
 
 
 def _take_slot(task_id: int, annotators_per_task: int) -> bool:
@@ -87,11 +91,26 @@ def task_claim_next(
     # Most claims find no lapsed lease: a plain index probe spares them the locking sweep.
     if Assignment.objects.filter(status=Status.ACTIVE, leased_until__lt=now).exists():
         leases_expire(now=now)
-    try:
-        return _claim(project, annotator, now)
-    except IntegrityError:
-        # Two requests of one annotator raced and the other took a lease first: resume it.
-        return _claim(project, annotator, now)
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            assignment = _claim(project, annotator, now)
+        except IntegrityError:
+            # Two requests of one annotator raced and the other took a lease first: resume it.
+            continue
+        # SKIP LOCKED finds nothing while other claims hold the last open tasks for a few
+        # milliseconds; "no task left" is only true once no open task remains for us.
+        if assignment is not None or not _open_tasks(project, annotator).exists():
+            return assignment
+        time.sleep(CLAIM_RETRY_SECONDS * (attempt + 1))
+    return None
+
+
+def _open_tasks(project: Project, annotator: AbstractBaseUser):
+    """Tasks of the project that still need annotators and that the annotator has not had."""
+    had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
+        status=Status.EXPIRED
+    )
+    return Task.objects.filter(project=project, is_full=False).exclude(Exists(had))
 
 
 @transaction.atomic
@@ -109,12 +128,8 @@ def _claim(project: Project, annotator: AbstractBaseUser, now: datetime) -> Assi
         current.task.project = project
         return current
 
-    had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
-        status=Status.EXPIRED
-    )
     task = (
-        Task.objects.filter(project=project, is_full=False)
-        .exclude(Exists(had))
+        _open_tasks(project, annotator)
         .order_by("-priority", "id")
         .select_related("prompt")
         .select_for_update(skip_locked=True, of=("self",))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from django.apps import apps
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from pydantic import ValidationError as PydanticError
 
 from feedback.models import (
@@ -102,20 +105,43 @@ class FeedbackInput:
         return {kind for kind, on in present.items() if on}
 
 
-def _check(instance, path: str, errors: dict[str, list[str]]) -> bool:
-    """Run model validation; file its messages under `path.field`. True when valid."""
-    exclude = ["submission", "ranking"]
+def _check(instance, path: str, errors: dict[str, list[str]], exclude: Sequence[str] = ()) -> bool:
+    """Run field and cross-table validation; file messages under `path.field`. True if valid.
+
+    Single-row rules are left to the database's constraints (checking each first would cost
+    a query apiece); `_constraint_error` turns their violations into the same messages.
+    """
     try:
         # In stages: clean() follows relations that clean_fields() proved to exist.
-        instance.clean_fields(exclude=exclude)
+        instance.clean_fields(exclude=["submission", "ranking", *exclude])
         instance.clean()
-        instance.validate_constraints(exclude=exclude)
     except ValidationError as exc:
         for name, messages in exc.message_dict.items():
             key = path if name == "__all__" else f"{path}.{name}" if path else name
             errors.setdefault(key, []).extend(messages)
         return False
     return True
+
+
+@functools.cache
+def _constraint_messages() -> dict[str, str]:
+    app = apps.get_app_config("feedback")
+    return {
+        constraint.name: str(constraint.violation_error_message)
+        for model in app.get_models()
+        for constraint in model._meta.constraints
+    }
+
+
+def _constraint_error(exc: IntegrityError, path: str) -> FeedbackError:
+    """The violated constraint's own message, under the path of the record that broke it."""
+    text = str(exc)
+    for name, message in _constraint_messages().items():
+        if re.search(rf"\b{name}\b", text):
+            return FeedbackError(
+                "The feedback was refused.", errors={path or "submission": [message]}
+            )
+    return FeedbackError(f"The feedback was refused by the database: {exc}")
 
 
 @transaction.atomic
@@ -152,16 +178,17 @@ def submission_create(
         task=task, job=job, duration_ms=duration_ms, supersedes=previous, **source
     )
     errors: dict[str, list[str]] = {}
-    if not _check(submission, "", errors):
+    sources = ["task", "annotator", "judge", "job", "supersedes"]  # given as saved objects
+    if not _check(submission, "", errors, exclude=sources):
         raise FeedbackError("The feedback was refused.", errors=errors)
-    submission.save()
-
     records = _build_records(submission, feedback, errors)
     if errors:
         raise FeedbackError("The feedback was refused.", errors=errors)
+    path = ""
     try:
         with transaction.atomic():
-            for record in records:
+            submission.save()
+            for path, record in records:  # noqa: B007 (the handler names the failing record)
                 record.save()
                 if isinstance(record, RankingFeedback):
                     RankingEntry.objects.bulk_create(
@@ -169,14 +196,14 @@ def submission_create(
                         for rank, response_id in enumerate(feedback.ranking, start=1)
                     )
     except IntegrityError as exc:
-        raise FeedbackError(f"The feedback was refused by the database: {exc}") from exc
+        raise _constraint_error(exc, path) from exc
     return submission
 
 
 def _build_records(
     submission: Submission, feedback: FeedbackInput, errors: dict[str, list[str]]
-) -> list:
-    records: list = []
+) -> list[tuple[str, models.Model]]:
+    records: list[tuple[str, models.Model]] = []
     if feedback.pairwise is not None:
         record = PairwiseFeedback(
             submission=submission,
@@ -184,7 +211,7 @@ def _build_records(
             strength=feedback.pairwise.strength,
         )
         if _check(record, "pairwise", errors):
-            records.append(record)
+            records.append(("pairwise", record))
     for index, rating in enumerate(feedback.ratings):
         record = RatingFeedback(
             submission=submission,
@@ -194,12 +221,12 @@ def _build_records(
             rationale=rating.rationale,
         )
         if _check(record, f"ratings[{index}]", errors):
-            records.append(record)
+            records.append((f"ratings[{index}]", record))
     if feedback.ranking:
         record = RankingFeedback(submission=submission)
         try:
             record.clean_entries(list(feedback.ranking))
-            records.append(record)
+            records.append(("ranking", record))
         except ValidationError as exc:
             for messages in exc.message_dict.values():
                 errors.setdefault("ranking", []).extend(messages)
@@ -214,13 +241,13 @@ def _build_records(
             comment=span.comment,
         )
         if _check(record, f"spans[{index}]", errors):
-            records.append(record)
+            records.append((f"spans[{index}]", record))
     for index, text in enumerate(feedback.texts):
         record = FreeTextFeedback(
             submission=submission, response_id=text.response_id, mode=text.mode, text=text.text
         )
         if _check(record, f"texts[{index}]", errors):
-            records.append(record)
+            records.append((f"texts[{index}]", record))
     return records
 
 
