@@ -109,7 +109,10 @@ class JudgeParams(BaseModel):
 
 
 JobParams = GenerateParams | JudgeParams
-_PARAMS: dict[str, type[BaseModel]] = {Job.Kind.GENERATE: GenerateParams, Job.Kind.JUDGE: JudgeParams}
+_PARAMS: dict[str, type[BaseModel]] = {
+    Job.Kind.GENERATE: GenerateParams,
+    Job.Kind.JUDGE: JudgeParams,
+}
 
 
 def job_params(job: Job) -> Any:
@@ -305,9 +308,9 @@ def job_requeue(*, job: Job, error: str) -> None:
 def job_cancel(*, job: Job) -> bool:
     """Stop a queued or running job; a running task stops at its next progress update."""
     return bool(
-        Job.objects.filter(
-            pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
-        ).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
+        Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
     )
 
 
@@ -378,7 +381,9 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     list(Prompt.objects.select_for_update().filter(pk__in=prompt_ids).values_list("pk"))
     responses: dict[int, list[int]] = defaultdict(list)
     for prompt_id, response_id in (
-        Response.objects.filter(prompt_id__in=prompt_ids).order_by("id").values_list("prompt_id", "id")
+        Response.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("id")
+        .values_list("prompt_id", "id")
     ):
         responses[prompt_id].append(response_id)
     shown: dict[tuple[int, str], set[frozenset[int]]] = defaultdict(set)
@@ -399,7 +404,8 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
         if frozenset(ids) not in shown[(prompt_id, layout)]
     ]
     tasks = Task.objects.bulk_create(
-        Task(project=project, prompt_id=prompt_id, layout=layout) for prompt_id, layout, _ in planned
+        Task(project=project, prompt_id=prompt_id, layout=layout)
+        for prompt_id, layout, _ in planned
     )
     TaskResponse.objects.bulk_create(
         TaskResponse(task=task, response_id=response_id, position=position)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Verdict = Literal["A", "B", "tie"]
@@ -298,11 +298,15 @@ def _ratings_from_lines(text: str, aspects: Sequence[AspectSpec]) -> dict[str, t
     lines = text.splitlines()
     for i, line in enumerate(lines):
         for aspect in aspects:
-            pattern = rf"^\W*{re.escape(aspect.name)}\W*(?:rating|score)?\s*[:=\-]\s*\**\s*(-?\d+)(?:\s*/\s*\d+)?\**\s*(.*)$"
-            m = re.match(pattern, line.strip(), re.IGNORECASE)
+            m = re.match(
+                rf"^\W*{re.escape(aspect.name)}\W*(?:rating|score)?\s*[:=\-]\s*\**\s*"
+                r"(-?\d+)\**(?:\s*/\s*\d+)?\**\s*(.*)$",
+                line.strip(),
+                re.IGNORECASE,
+            )
             if not m:
                 continue
-            why = m.group(2).strip(" -–—:()")
+            why = m.group(2).strip(" -\u2013\u2014:()")
             if not why and i + 1 < len(lines):
                 nxt = re.match(r"^\W*(?:rationale|reason)\s*:\s*(.+)$", lines[i + 1].strip(), re.I)
                 why = nxt.group(1).strip() if nxt else ""
@@ -349,24 +353,24 @@ def parse_ranking(text: str, count: int) -> list[int]:
     Reads JSON `{"ranking": [2, 1, 3]}` or a line such as "Ranking: 2 > 1 > 3" or
     "[2] > [1] > [3]". The order must name each response exactly once.
     """
+    candidates: list[list[Any]] = []
     data = extract_json(text)
-    numbers: list[Any] | None = None
-    if isinstance(data, dict):
-        value = _lookup(data, "ranking", "order", "rank")
-        numbers = value if isinstance(value, list) else None
+    if isinstance(data, dict) and isinstance(_lookup(data, "ranking", "order", "rank"), list):
+        candidates.append(_lookup(data, "ranking", "order", "rank"))
     elif isinstance(data, list):
-        numbers = data
-    if numbers is None:
-        line = re.search(r"(?:ranking|order)\s*[:=]\s*(.+)", text, re.IGNORECASE)
-        source = line.group(1) if line else text
-        chain = re.findall(r"\d+", source) if line or ">" in source else []
-        numbers = [int(n) for n in chain]
-    ints = [_as_int(n) for n in numbers]
-    if not ints or any(n is None for n in ints):
+        candidates.append(data)
+    line = re.search(r"(?:ranking|order)\s*[:=]\s*(.+)", text, re.IGNORECASE)
+    source = line.group(1) if line else text
+    if line or ">" in source:
+        candidates.append(re.findall(r"\d+", source))
+    expected = list(range(1, count + 1))
+    for numbers in candidates:
+        ints = [_as_int(n) for n in numbers]
+        if all(n is not None for n in ints) and sorted(ints) == expected:  # type: ignore[type-var]
+            return [n - 1 for n in ints]  # type: ignore[operator]
+    if not candidates:
         raise JudgeParseError(f"no ranking of response numbers found in: {_snippet(text)!r}")
-    if sorted(ints) != list(range(1, count + 1)):  # type: ignore[type-var]
-        raise JudgeParseError(f"ranking {ints} does not name responses 1-{count} exactly once")
-    return [n - 1 for n in ints]  # type: ignore[operator]
+    raise JudgeParseError(f"ranking {candidates[0]} does not name responses 1-{count} exactly once")
 
 
 # --- Spans ----------------------------------------------------------------------------
@@ -415,7 +419,9 @@ def _normalised(text: str) -> tuple[str, list[int]]:
     return "".join(chars), index
 
 
-def locate_quote(response: str, quote: str, taken: set[tuple[int, int]] = frozenset()) -> tuple[int, int] | None:  # type: ignore[assignment]
+def locate_quote(
+    response: str, quote: str, taken: Set[tuple[int, int]] = frozenset()
+) -> tuple[int, int] | None:
     """Offsets [start, end) of `quote` in `response`: exact match first, then ignoring
     case and whitespace differences. Occurrences in `taken` are skipped, so a quote named
     twice maps to its second occurrence."""
@@ -448,12 +454,16 @@ def _span_items(text: str) -> list[dict[str, Any]]:
     # Fallback: lines like  - "quoted text" (Label, major): comment
     items = []
     for m in re.finditer(
-        r'["“](.+?)["”]\s*\(([^)]+)\)\s*[:\-–—]?\s*(.*)', text
+        r'["\u201c](.+?)["\u201d]\s*\(([^)]+)\)\s*[:\-\u2013\u2014]?\s*(.*)', text
     ):
         label, _, severity = m.group(2).partition(",")
         items.append(
-            {"quote": m.group(1), "label": label.strip(), "severity": severity.strip(),
-             "comment": m.group(3).strip()}
+            {
+                "quote": m.group(1),
+                "label": label.strip(),
+                "severity": severity.strip(),
+                "comment": m.group(3).strip(),
+            }
         )
     if not items and not re.search(r"\bno (?:errors?|issues?|problems?)\b|\[\s*\]", text, re.I):
         raise JudgeParseError(f"no quoted spans found in: {_snippet(text)!r}")
@@ -582,12 +592,3 @@ def length_bias(choices: Sequence[Verdict], length_diffs: Sequence[int]) -> Leng
         return LengthBias(n, None, None)
     result = pearsonr(score, list(length_diffs))
     return LengthBias(n, float(result.statistic), float(result.pvalue))
-
-
-@dataclass(frozen=True)
-class JudgeCall:
-    """One prompt sent to a judge model; `swapped` marks the B-first pairwise order."""
-
-    kind: str
-    swapped: bool
-    chat: list[dict[str, str]] = field(default_factory=list)
