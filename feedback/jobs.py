@@ -229,7 +229,7 @@ def job_start(
 # --- Life cycle -----------------------------------------------------------------------
 
 # Namespace of our advisory locks, so that job ids do not collide with other lock users.
-_LOCK_NAMESPACE = zlib.crc32(b"prefhub.job") & 0x7FFFFFFF
+JOB_LOCK_NAMESPACE = zlib.crc32(b"prefhub.job") & 0x7FFFFFFF
 
 
 @contextlib.contextmanager
@@ -247,14 +247,14 @@ def job_lease(job_id: int) -> Iterator[bool]:
         yield True
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, job_id])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
         held = bool(cursor.fetchone()[0])
     try:
         yield held
     finally:
         if held:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, job_id])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
 
 
 def job_claim(*, job_id: int) -> Job | None:

@@ -86,7 +86,7 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --- Generation -----------------------------------------------------------------------
 
 
-def generation_run(job: Job, params: GenerateParams, *, load: Loader = generator_load) -> None:
+def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = None) -> None:
     """`params.n` responses per prompt from each model, then the tasks they need.
 
     Progress counts (prompt, model) pairs.
@@ -110,7 +110,7 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader = generator
         progress.update(done, force=True)
         if not todo:
             continue
-        generator = load(spec)
+        generator = (load or generator_load)(spec)
         record = {
             "backend": spec.backend,
             "model": spec.location,
@@ -279,7 +279,7 @@ def judge_interpret(
     return outputs, feedback if feedback.kinds else None
 
 
-def judging_run(job: Job, params: JudgeParams, *, load: Loader = generator_load) -> None:
+def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) -> None:
     """Ask the judge about every task of the job not answered yet; progress counts tasks."""
     judge = Judge.objects.get(pk=params.judge_id)
     total, pending = tasks_to_judge(job=job, params=params)
@@ -297,7 +297,7 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader = generator_load)
         batch_size=settings.batch_size,
     )
     seed_everything(settings.seed)
-    generator = load(judge_model_spec(judge))
+    generator = (load or generator_load)(judge_model_spec(judge))
     done = total - len(pending)
     for chunk in chunks(pending, settings.batch_size * CHUNK_BATCHES):
         calls = [(task, *call) for task in chunk for call in setup.calls(task)]

@@ -41,7 +41,7 @@ RETRY = {
 }
 
 
-def _run(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
+def run_job(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
     with job_lease(job_id) as held:
         if not held:
             logger.info("job %s is running in another worker; duplicate delivery ignored", job_id)
@@ -56,10 +56,12 @@ def _run(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
             logger.info("job %s was cancelled", job_id)
             return
         except TRANSIENT as exc:
-            if task.request.retries < task.max_retries:
+            # In-process (eager) runs cannot wait out a backoff: they fail at once.
+            if not task.request.is_eager and task.request.retries < task.max_retries:
                 job_requeue(job=job, error=f"{type(exc).__name__}: {exc}")
                 raise  # autoretry_for schedules the retry
-            job_fail(job=job, error=f"Gave up after {task.max_retries} retries: {exc}")
+            tries = task.request.retries + 1
+            job_fail(job=job, error=f"Gave up after {tries} attempt(s): {exc}")
             return
         except Exception as exc:
             # Failed jobs end here, not in Celery: the row carries the error to the page.
@@ -71,12 +73,12 @@ def _run(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
 
 @app.task(bind=True, **RETRY)
 def generate_candidates(self: CeleryTask, job_id: int) -> None:
-    _run(self, job_id, generation_run)
+    run_job(self, job_id, generation_run)
 
 
 @app.task(bind=True, **RETRY)
 def run_judge(self: CeleryTask, job_id: int) -> None:
-    _run(self, job_id, judging_run)
+    run_job(self, job_id, judging_run)
 
 
 def task_for_kind(kind: str) -> Any:
