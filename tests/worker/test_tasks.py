@@ -15,7 +15,7 @@ from tests.factories import JudgeFactory, PromptFactory
 from tests.worker.test_judge_job import task_of
 from worker.ml.openai_backend import TransientBackendError
 from worker.runs import judging_run
-from worker.tasks import run_job, generate_candidates, run_judge
+from worker.tasks import generate_candidates, run_job, run_judge
 
 pytestmark = pytest.mark.django_db
 
