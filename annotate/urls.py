@@ -1,9 +1,24 @@
 from django.urls import path
 
-from annotate import views
+from annotate import jobs, views
 
 app_name = "annotate"
 urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
+    path("projects/<int:project_id>/jobs/", jobs.project_jobs, name="project-jobs"),
+    path("projects/<int:project_id>/jobs/generate/", jobs.job_generate, name="job-generate"),
+    path("projects/<int:project_id>/jobs/judge/", jobs.job_judge, name="job-judge"),
+    path("jobs/<int:job_id>/progress/", jobs.job_progress, name="job-progress"),
+    path("jobs/<int:job_id>/cancel/", jobs.job_stop, name="job-cancel"),
+    path(
+        "projects/<int:project_id>/judges/quality/",
+        jobs.judge_quality_page,
+        name="judge-quality",
+    ),
+    path(
+        "api/projects/<int:project_id>/judges/quality/",
+        jobs.JudgeQualityApi.as_view(),
+        name="api-judge-quality",
+    ),
 ]
