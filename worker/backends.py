@@ -4,12 +4,14 @@ model or an OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API)."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from feedback.jobs import ModelSpec
@@ -73,8 +75,17 @@ def worker_device() -> Device:
     return pick_device(os.environ.get("PREFHUB_DEVICE", "auto"))  # type: ignore[arg-type]
 
 
+# The local model a worker loaded last, kept for the next job: a judge job after the
+# generation job that used the same model (or the next judge job) skips reloading it.
+_loaded: dict[str, LocalGenerator] = {}
+
+
 def generator_load(spec: ModelSpec) -> TextGenerator:
-    """A generator for `spec`; a `.gguf` location loads that file from its directory."""
+    """A generator for `spec`; a `.gguf` location loads that file from its directory.
+
+    Local models are cached one at a time per worker process; loading another drops the
+    previous one first, so two models never share the memory.
+    """
     if spec.backend == "openai":
         return RemoteGenerator(
             OpenAIEndpoint(
@@ -84,14 +95,20 @@ def generator_load(spec: ModelSpec) -> TextGenerator:
             )
         )
     location = spec.location
-    if location.endswith(".gguf"):
-        path = Path(location)
-        model, tokenizer = load_causal_lm(
-            str(path.parent), gguf_file=path.name, device=worker_device()
-        )
-    else:
-        model, tokenizer = load_causal_lm(location, device=worker_device())
-    return LocalGenerator(model, tokenizer)
+    if location not in _loaded:
+        _loaded.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if location.endswith(".gguf"):
+            path = Path(location)
+            model, tokenizer = load_causal_lm(
+                str(path.parent), gguf_file=path.name, device=worker_device()
+            )
+        else:
+            model, tokenizer = load_causal_lm(location, device=worker_device())
+        _loaded[location] = LocalGenerator(model, tokenizer)
+    return _loaded[location]
 
 
 def judge_model_spec(judge: Judge) -> ModelSpec:

@@ -134,7 +134,6 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
             responses_add_generated(job=job, model_name=spec.name, samples=samples)
             done += len(chunk)
             progress.update(done, force=True)
-        del generator  # free the weights before the next model loads
     tasks_extend(project=job.project, prompt_ids=[p.pk for p in prompts])
 
 

@@ -133,3 +133,14 @@ def test_tasks_run_in_process_fail_on_a_transient_error_without_retrying(project
 def test_judge_tasks_retry_transient_errors_with_backoff():
     assert TransientBackendError in run_judge.autoretry_for
     assert run_judge.retry_backoff and run_judge.max_retries == 5
+
+
+def test_job_start_enqueues_the_task_once_the_job_is_committed(
+    project, tiny_model_dir, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        job = queued_generation(project, tiny_model_dir)
+        assert not Response.objects.exists()
+    assert len(callbacks) == 1
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED
