@@ -85,12 +85,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, explain: Callable[[]
 
 
 @pytest.fixture
-def broker() -> Iterator[None]:
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Send this process's tasks to Redis instead of running them in-process."""
     client = redis.Redis.from_url(BROKER_URL)
     client.flushdb()
     saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
     app.conf.update(broker_url=BROKER_URL, task_always_eager=False)
+    # Eager runs earlier in the session built connection pools for the default broker URL;
+    # start from empty pools so that publishing reads the URL above.
+    monkeypatch.setattr(app, "_pool", None)
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
     yield
     app.conf.update(saved)
     client.flushdb()
