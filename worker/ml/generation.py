@@ -17,7 +17,7 @@ sample), so sampled text does not depend on batch size or on which rows share a 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,8 +39,10 @@ Chat = Sequence[Message]
 ProgressCallback = Callable[[int, int], None]
 
 # Top-1 minus top-2 logit below this marks a step whose greedy choice could flip between
-# batch shapes: fp32 kernels differ by ~1e-6..1e-4 in the logits across shapes.
-DEFAULT_TIE_TOLERANCE = 1e-3
+# batch shapes: fp32 kernels differ by ~1e-6..1e-4 in the logits across shapes, bf16/fp16
+# ones by ~1e-2 (8-bit mantissa).
+TIE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
+HALF_TIE_TOLERANCE = 0.1
 # Prompts prefilled per forward pass on admission; bounds the padded [b, L, L] mask and
 # keeps the prefill GEMMs in the efficient size range on CPU.
 PREFILL_CHUNK = 8
@@ -148,12 +150,14 @@ def generate_completions(
     params: GenerationParams,
     *,
     on_progress: ProgressCallback | None = None,
-    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    tie_tolerance: float | None = None,
 ) -> list[list[Completion]]:
     """Generate `params.n` completions for each chat; result[i][j] is sample j of chat i.
 
     A chat is a list of {"role", "content"} messages; a plain prompt is one user message.
     on_progress(done, total) is called as completions finish (total = len(chats) * n).
+    tie_tolerance: logit gap under which a greedy step counts as a near tie (default by
+    the model's dtype, TIE_TOLERANCE).
     """
     prompts = encode_chats(tokenizer, chats)
     rows = generate_token_ids(
@@ -280,13 +284,17 @@ def _merge(parts: list[tuple[_Batch, torch.Tensor]], headroom: int) -> _Batch:
     for layer in range(len(first.kv)):
         k0 = first.kv[layer][0]
         shape = (n_rows, k0.shape[1], t + headroom, k0.shape[3])
-        kbuf, vbuf = k0.new_zeros(shape), k0.new_zeros(shape)
+        # Uninitialised: the headroom is written before it is read, and only the left
+        # padding needs zeros (masked, but NaN garbage would survive a zero weight).
+        kbuf, vbuf = k0.new_empty(shape), k0.new_empty(shape)
         r = 0
         for (b, idx, _), length in zip(kept, lengths, strict=True):
             k, v = b.kv[layer]
-            end = b.mask.shape[1]
-            kbuf[r : r + len(idx), :, t - length : t] = k[idx, :, end - length : end]
-            vbuf[r : r + len(idx), :, t - length : t] = v[idx, :, end - length : end]
+            end, rows = b.mask.shape[1], slice(r, r + len(idx))
+            kbuf[rows, :, : t - length] = 0
+            vbuf[rows, :, : t - length] = 0
+            kbuf[rows, :, t - length : t] = k[idx, :, end - length : end]
+            vbuf[rows, :, t - length : t] = v[idx, :, end - length : end]
             r += len(idx)
         kv.append((kbuf, vbuf))
     r = 0
@@ -318,10 +326,13 @@ class _Decoder:
         params: GenerationParams,
         stop_ids: set[int],
         pad_id: int,
-        tie_tolerance: float,
+        tie_tolerance: float | None,
     ) -> None:
         self.model, self.params = model, params
-        self.device = next(model.parameters()).device
+        weight = next(model.parameters())
+        self.device = weight.device
+        if tie_tolerance is None:
+            tie_tolerance = TIE_TOLERANCE.get(weight.dtype, HALF_TIE_TOLERANCE)
         self.stop_ids = torch.tensor(sorted(stop_ids), device=self.device)
         self.pad_id, self.tie_tolerance = pad_id, tie_tolerance
 
@@ -422,7 +433,7 @@ def generate_token_ids(
     stop_ids: set[int],
     pad_id: int,
     on_progress: ProgressCallback | None = None,
-    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    tie_tolerance: float | None = None,
 ) -> list[list[RawCompletion]]:
     """Token-level core of `generate_completions`: (ids, finish reason, near tie) per sample.
 
@@ -451,37 +462,11 @@ def generate_token_ids(
         free = params.batch_size - (len(running.rows) if running else 0)
         if pending and free >= min(threshold, len(pending)):
             jobs = [pending.popleft() for _ in range(min(free, len(pending)))]
-            parts = [] if running is None else [(running, torch.arange(len(running.rows)))]
-            unique = list(dict.fromkeys(p for p, _ in jobs))
-            for c in range(0, len(unique), PREFILL_CHUNK):
-                chunk = unique[c : c + PREFILL_CHUNK]
-                fresh, logits = decoder.prefill([list(prompts[p]) for p in chunk])
-                where = {p: i for i, p in enumerate(chunk)}
-                idx = torch.tensor(
-                    [where[p] for p, _ in jobs if p in where], device=fresh.mask.device
-                )
-                fresh = _Batch(
-                    [
-                        _Row(
-                            p,
-                            s,
-                            None
-                            if greedy
-                            else torch.Generator().manual_seed(_row_seed(params.seed, p, s)),
-                            [],
-                        )
-                        for p, s in jobs
-                        if p in where
-                    ],
-                    [(k[idx], v[idx]) for k, v in fresh.kv],
-                    fresh.mask[idx],
-                    fresh.pos[idx],
-                    fresh.next_ids[idx],
-                )
+            parts = [] if running is None else [(running, _all_rows(running))]
+            for fresh, logits in _prefill_jobs(decoder, prompts, jobs):
                 done: list[_Row] = []
-                keep = decoder.advance(fresh, logits[idx], done)
+                parts.append((fresh, decoder.advance(fresh, logits, done)))
                 finish(done)
-                parts.append((fresh, keep))
             parts = [(b, i) for b, i in parts if len(i)]
             running = _merge(parts, params.max_new_tokens) if parts else None
         if running is None:
@@ -498,3 +483,35 @@ def generate_token_ids(
     return [
         [results[(p, 0 if greedy else s)] for s in range(params.n)] for p in range(len(prompts))
     ]
+
+
+def _all_rows(batch: _Batch) -> torch.Tensor:
+    return torch.arange(len(batch.rows), device=batch.mask.device)
+
+
+def _prefill_jobs(
+    decoder: _Decoder, prompts: Sequence[Sequence[int]], jobs: list[tuple[int, int]]
+) -> Iterator[tuple[_Batch, torch.Tensor]]:
+    """Batches (and first-token logits) for (prompt, sample) jobs, PREFILL_CHUNK prompts a
+    forward pass; samples of one prompt share its prefill and get their own rng."""
+    p = decoder.params
+    unique = list(dict.fromkeys(prompt for prompt, _ in jobs))
+    for c in range(0, len(unique), PREFILL_CHUNK):
+        chunk = unique[c : c + PREFILL_CHUNK]
+        batch, logits = decoder.prefill([list(prompts[i]) for i in chunk])
+        where = {prompt: i for i, prompt in enumerate(chunk)}
+        mine = [(prompt, s) for prompt, s in jobs if prompt in where]
+        idx = torch.tensor([where[prompt] for prompt, _ in mine], device=batch.mask.device)
+        rows = [
+            _Row(
+                prompt,
+                s,
+                None
+                if p.temperature == 0
+                else torch.Generator().manual_seed(_row_seed(p.seed, prompt, s)),
+                [],
+            )
+            for prompt, s in mine
+        ]
+        kv = [(k[idx], v[idx]) for k, v in batch.kv]
+        yield _Batch(rows, kv, batch.mask[idx], batch.pos[idx], batch.next_ids[idx]), logits[idx]
