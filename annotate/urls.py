@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotate import views
+from annotate import jobs, views
 
 app_name = "annotate"
 urlpatterns = [
@@ -14,4 +14,19 @@ urlpatterns = [
         name="task-submit",
     ),
     path("projects/<int:project_id>/tasks/<int:task_id>/skip/", views.task_skip, name="task-skip"),
+    path("projects/<int:project_id>/jobs/", jobs.project_jobs, name="project-jobs"),
+    path("projects/<int:project_id>/jobs/generate/", jobs.job_generate, name="job-generate"),
+    path("projects/<int:project_id>/jobs/judge/", jobs.job_judge, name="job-judge"),
+    path("jobs/<int:job_id>/progress/", jobs.job_progress, name="job-progress"),
+    path("jobs/<int:job_id>/cancel/", jobs.job_stop, name="job-cancel"),
+    path(
+        "projects/<int:project_id>/judges/quality/",
+        jobs.judge_quality_page,
+        name="judge-quality",
+    ),
+    path(
+        "api/projects/<int:project_id>/judges/quality/",
+        jobs.JudgeQualityApi.as_view(),
+        name="api-judge-quality",
+    ),
 ]

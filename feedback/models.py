@@ -861,3 +861,42 @@ class FreeTextFeedback(models.Model):
             raise ValidationError({"response": "The response is not part of this task."})
         if not self.text.strip():
             raise ValidationError({"text": "Free-text feedback needs text."})
+
+
+class JudgeOutput(models.Model):
+    """What a judge model said for one call of a job, kept whether or not it parsed.
+
+    One row per (job, task, kind, order): a rerun of the job finds the task attempted and
+    does not ask again; `parse_error` explains output that could not be stored as feedback.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="judge_outputs")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="judge_outputs")
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="outputs")
+    kind = models.CharField(max_length=16, choices=FeedbackKind.choices)
+    swapped = models.BooleanField(
+        default=False, help_text="Pairwise only: asked with the responses in B, A order."
+    )
+    raw_output = models.TextField(blank=True)
+    parsed = models.JSONField(null=True, blank=True)
+    parse_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["judge", "kind"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "task", "kind", "swapped"],
+                name="judgeoutput_one_per_job_call",
+                violation_error_message="This job already asked the judge this.",
+            ),
+            models.CheckConstraint(
+                name="judgeoutput_kind_valid",
+                condition=Q(kind__in=FeedbackKind.values),
+                violation_error_message="Unknown feedback kind.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} output of {self.judge_id} on task {self.task_id}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import FilteredRelation, Prefetch, Q, QuerySet
+from django.db.models import F, FilteredRelation, Prefetch, Q, QuerySet, Value
 
 from feedback import agreement
 from feedback.models import (
@@ -31,10 +31,13 @@ from feedback.models import (
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
-    """Projects the user belongs to in any role; superusers see all."""
+    """Projects the user belongs to in any role, each with the user's `role`.
+
+    Superusers see all, as admins.
+    """
     if user.is_superuser:
-        return Project.objects.all()
-    return Project.objects.filter(members__user=user).distinct()
+        return Project.objects.annotate(role=Value(ProjectMember.Role.ADMIN.value))
+    return Project.objects.filter(members__user=user).annotate(role=F("members__role"))
 
 
 def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | None:

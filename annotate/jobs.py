@@ -1,0 +1,185 @@
+"""Admin pages for background jobs (generate candidates, run a judge) and judge quality."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.middleware import HtmxDetails
+from rest_framework.request import Request
+from rest_framework.response import Response as ApiResponse
+from rest_framework.views import APIView
+
+from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
+from feedback.judges import judge_quality, judges_of_project
+from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
+from feedback.selectors import member_role
+from feedback.services import FeedbackError
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _admin_project(request: HttpRequest, project_id: int) -> Project:
+    project = get_object_or_404(Project, pk=project_id)
+    role = member_role(request.user, project)
+    if role is None:
+        raise Http404("No such project.")
+    if role != ProjectMember.Role.ADMIN:
+        raise PermissionDenied("Only project admins manage jobs.")
+    return project
+
+
+class GenerateForm(forms.Form):
+    models = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One model per line: a hub name, a local directory, a .gguf file or a "
+        "served model name. Write 'label = location' to record another name.",
+    )
+    backend = forms.ChoiceField(choices=Judge.Backend.choices)
+    base_url = forms.URLField(
+        required=False, assume_scheme="http", help_text="OpenAI-compatible server, .../v1"
+    )
+    n = forms.IntegerField(min_value=1, max_value=64, initial=4, label="Answers per prompt")
+    temperature = forms.FloatField(min_value=0, max_value=5, initial=0.7)
+    top_p = forms.FloatField(min_value=0.01, max_value=1, initial=1.0)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=32768, initial=256)
+    seed = forms.IntegerField(initial=0)
+    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=16)
+
+    def params(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        models = []
+        for line in data["models"].splitlines():
+            label, _, location = line.partition("=")
+            label, location = label.strip(), location.strip()
+            if not label:
+                continue
+            models.append(
+                {
+                    "name": label,
+                    "path": location,
+                    "backend": data["backend"],
+                    "base_url": data["base_url"],
+                }
+            )
+        keys = ["n", "temperature", "top_p", "max_new_tokens", "seed", "batch_size"]
+        return {"models": models, **{key: data[key] for key in keys}}
+
+
+class JudgeForm(forms.Form):
+    judge = forms.ModelChoiceField(queryset=Judge.objects.all())
+    kinds = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, choices=())
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kinds"].choices = [
+            (kind.value, kind.label) for kind in project.feedback_kinds if kind in KIND_LAYOUT
+        ]
+        self.fields["kinds"].initial = [value for value, _ in self.fields["kinds"].choices]
+
+    def params(self) -> dict[str, Any]:
+        return {"judge_id": self.cleaned_data["judge"].pk, "kinds": self.cleaned_data["kinds"]}
+
+
+def _start(request: HttpRequest, project: Project, kind: str, form: forms.Form) -> bool:
+    if not form.is_valid():
+        return False
+    try:
+        job_start(project=project, kind=kind, params=form.params(), created_by=request.user)
+    except FeedbackError as exc:
+        form.add_error(None, exc.message)
+        for path, messages in exc.errors.items():
+            form.add_error(None, f"{path}: {' '.join(messages)}")
+        return False
+    return True
+
+
+def _jobs_page(
+    request: HttpRequest, project: Project, generate: GenerateForm, judge: JudgeForm
+) -> HttpResponse:
+    jobs = Job.objects.filter(project=project).order_by("-created_at")[:50]
+    context = {"project": project, "jobs": jobs, "generate_form": generate, "judge_form": judge}
+    return render(request, "annotate/jobs.html", context)
+
+
+@login_required
+def project_jobs(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _admin_project(request, project_id)
+    return _jobs_page(request, project, GenerateForm(), JudgeForm(project=project))
+
+
+@login_required
+@require_POST
+def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _admin_project(request, project_id)
+    form = GenerateForm(request.POST)
+    if _start(request, project, Job.Kind.GENERATE, form):
+        return redirect("annotate:project-jobs", project_id=project.pk)
+    return _jobs_page(request, project, form, JudgeForm(project=project))
+
+
+@login_required
+@require_POST
+def job_judge(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _admin_project(request, project_id)
+    form = JudgeForm(request.POST, project=project)
+    if _start(request, project, Job.Kind.JUDGE, form):
+        return redirect("annotate:project-jobs", project_id=project.pk)
+    return _jobs_page(request, project, GenerateForm(), form)
+
+
+def _job_context(job: Job) -> dict[str, Any]:
+    failures = JudgeOutput.objects.filter(job=job).exclude(parse_error="")
+    return {
+        "job": job,
+        "parse_error_count": failures.count(),
+        "parse_errors": failures.order_by("id")[:5],
+    }
+
+
+@login_required
+def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    """The job's progress bar; htmx polls it while the job is queued or running."""
+    job = get_object_or_404(Job, pk=job_id)
+    _admin_project(request, job.project_id)
+    return render(request, "annotate/jobs.html#job-progress", _job_context(job))
+
+
+@login_required
+@require_POST
+def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    _admin_project(request, job.project_id)
+    job_cancel(job=job)
+    job.refresh_from_db()
+    if request.htmx:
+        return render(request, "annotate/jobs.html#job-progress", _job_context(job))
+    return redirect("annotate:project-jobs", project_id=job.project_id)
+
+
+@login_required
+def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_object_or_404(Project, pk=project_id)
+    if member_role(request.user, project) is None:
+        raise Http404("No such project.")
+    reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
+    return render(request, "annotate/judge_quality.html", {"project": project, "reports": reports})
+
+
+class JudgeQualityApi(APIView):
+    """GET: quality figures of every judge of the project (see feedback.judges)."""
+
+    def get(self, request: Request, project_id: int) -> ApiResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        if member_role(request.user, project) is None:
+            raise Http404("No such project.")
+        reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
+        return ApiResponse({"project": project.pk, "judges": [asdict(r) for r in reports]})

@@ -1,0 +1,495 @@
+"""Background jobs: their parameters, their life cycle and the rows they write.
+
+A job is a `Job` row first: `job_start` validates the parameters, stores them and enqueues
+the Celery task once the row is committed. The task claims the row (`job_lease`,
+`job_claim`), reports progress and finishes it; everything it writes goes through the
+services below, which are safe to run twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticError
+
+from feedback.models import (
+    FeedbackKind,
+    Job,
+    Judge,
+    JudgeOutput,
+    Project,
+    Prompt,
+    RatingAspect,
+    Response,
+    Submission,
+    Task,
+    TaskResponse,
+)
+from feedback.services import FeedbackError, FeedbackInput, submission_create, tasks_plan
+
+logger = logging.getLogger(__name__)
+
+
+class JobCancelled(FeedbackError):
+    """The job's row left the running state (cancelled by an admin) while it ran."""
+
+
+# --- Parameters -----------------------------------------------------------------------
+
+
+class ModelSpec(BaseModel):
+    """A model that writes text: a local causal LM or one served over HTTP.
+
+    `name` is what responses record; `path` (default: the name) is where transformers
+    loads it from, a directory, hub name or `.gguf` file; `base_url` is the server of the
+    OpenAI-compatible backend, whose key comes from the environment (`api_key_env`), never
+    from the database.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    backend: Literal["transformers", "openai"] = "transformers"
+    path: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+
+    @model_validator(mode="after")
+    def openai_needs_url(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai backend needs a base_url")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.path or self.name
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(0.0, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1, le=32768)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1, le=1024)
+
+
+class GenerateParams(SamplingParams):
+    """A generation job: `n` answers per prompt from each model."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(0.7, ge=0, le=5)
+    prompt_ids: list[int] | None = None  # None: every prompt of the project
+
+
+JudgeKind = Literal["pairwise", "rating", "ranking", "span", "free_text"]
+
+
+class JudgeParams(BaseModel):
+    """A judge job: which judge, which kinds of feedback, optionally which tasks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    judge_id: int
+    kinds: list[JudgeKind] = Field(min_length=1)
+    task_ids: list[int] | None = None  # None: every task of a fitting layout
+
+
+JobParams = GenerateParams | JudgeParams
+_PARAMS: dict[str, type[BaseModel]] = {
+    Job.Kind.GENERATE: GenerateParams,
+    Job.Kind.JUDGE: JudgeParams,
+}
+
+
+def job_params(job: Job) -> Any:
+    """The job's stored parameters as their typed model."""
+    return _PARAMS[job.kind].model_validate(job.params)
+
+
+def judge_sampling(judge: Judge) -> SamplingParams:
+    """A judge's generation settings from `Judge.parameters`; greedy by default."""
+    known = SamplingParams.model_fields.keys()
+    return SamplingParams.model_validate({k: v for k, v in judge.parameters.items() if k in known})
+
+
+# Which task layout each judged kind of feedback needs.
+KIND_LAYOUT: dict[str, str] = {
+    FeedbackKind.PAIRWISE: Task.Layout.PAIR,
+    FeedbackKind.RATING: Task.Layout.SINGLE,
+    FeedbackKind.SPAN: Task.Layout.SINGLE,
+    FeedbackKind.FREE_TEXT: Task.Layout.SINGLE,
+    FeedbackKind.RANKING: Task.Layout.LIST,
+}
+
+# UltraFeedback's four aspects (Cui et al. 2023), a judge's default rating scale.
+ULTRAFEEDBACK_ASPECTS: tuple[tuple[str, str], ...] = (
+    (
+        "Instruction following",
+        "1: ignores the task; 3: meets the goal or the restrictions, not both; "
+        "5: fully follows every instruction and restriction.",
+    ),
+    (
+        "Truthfulness",
+        "1: severe hallucination or factual errors; 3: partial hallucination or "
+        "misunderstanding; 5: no hallucination, consistent with the prompt and the world.",
+    ),
+    (
+        "Honesty",
+        "1: confidently wrong; 3: uncertain or refuses without reason; "
+        "5: correct and confident, or says precisely what it is unsure about.",
+    ),
+    (
+        "Helpfulness",
+        "1: wrong or useless; 3: correct and meets the task; "
+        "5: correct, informative, in-depth and concise.",
+    ),
+)
+
+
+def _check_judge_params(project: Project, params: JudgeParams) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if not Judge.objects.filter(pk=params.judge_id).exists():
+        errors["judge_id"] = [f"No judge with id {params.judge_id}."]
+    collected = set(project.feedback_kinds)
+    for kind in params.kinds:
+        if kind not in collected:
+            errors.setdefault("kinds", []).append(f"The project does not collect {kind}.")
+    if "free_text" in params.kinds and not project.asks_critique:
+        errors.setdefault("kinds", []).append("Judges write critiques; the project asks none.")
+    if "span" in params.kinds and not project.span_labels.exists():
+        errors.setdefault("kinds", []).append("Span feedback needs span labels.")
+    return errors
+
+
+@transaction.atomic
+def aspects_create_default(*, project: Project) -> list[RatingAspect]:
+    """Give a project without aspects UltraFeedback's four, on a 1-5 scale."""
+    if project.aspects.exists():
+        return []
+    return RatingAspect.objects.bulk_create(
+        RatingAspect(project=project, name=name, rubric=rubric, position=i)
+        for i, (name, rubric) in enumerate(ULTRAFEEDBACK_ASPECTS)
+    )
+
+
+@transaction.atomic
+def job_start(
+    *,
+    project: Project,
+    kind: str,
+    params: dict[str, Any],
+    created_by: AbstractBaseUser | None = None,
+) -> Job:
+    """Validate `params` for `kind`, store the job and enqueue it once committed.
+
+    Raises FeedbackError naming each bad parameter.
+    """
+    if kind not in _PARAMS:
+        raise FeedbackError(f"Unknown job kind {kind!r}.")
+    try:
+        parsed = _PARAMS[kind].model_validate(params)
+    except PydanticError as exc:
+        errors: dict[str, list[str]] = defaultdict(list)
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "params"
+            errors[where].append(error["msg"].removeprefix("Value error, "))
+        raise FeedbackError("The job's parameters were refused.", errors=dict(errors)) from exc
+    if isinstance(parsed, JudgeParams):
+        problems = _check_judge_params(project, parsed)
+        if problems:
+            raise FeedbackError("The job's parameters were refused.", errors=problems)
+        if "rating" in parsed.kinds:
+            aspects_create_default(project=project)
+    job = Job.objects.create(
+        project=project,
+        kind=kind,
+        params=parsed.model_dump(mode="json"),
+        created_by=created_by,
+    )
+    from worker.tasks import task_for_kind  # the worker imports this module
+
+    task_for_kind(kind).delay_on_commit(job.id)
+    return job
+
+
+# --- Life cycle -----------------------------------------------------------------------
+
+# Namespace of our advisory locks, so that job ids do not collide with other lock users.
+JOB_LOCK_NAMESPACE = zlib.crc32(b"prefhub.job") & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def job_lease(job_id: int) -> Iterator[bool]:
+    """Hold the job's PostgreSQL advisory lock while the body runs; yields whether it did.
+
+    A message redelivered after a lost ack finds the job `running`. Whether its first
+    worker is alive cannot be read from the row, but from this lock: PostgreSQL drops a
+    session's locks when the session ends, so a free lock on a running job means its
+    worker died and the job may be taken over, and a held one means a duplicate delivery
+    that must not run. Other databases (the SQLite demo runs tasks in-process, one at a
+    time) hold no lock.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
+
+
+def job_claim(*, job_id: int) -> Job | None:
+    """Mark the job running for this attempt; None when there is nothing to run.
+
+    Call under `job_lease`. Takes a queued job, or a running one whose worker died (the
+    lease proves no one else runs it); a finished, failed or cancelled job stays so.
+    """
+    claimed = Job.objects.filter(
+        pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+    ).update(
+        status=Job.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=timezone.now(),
+        finished_at=None,
+    )
+    return Job.objects.get(pk=job_id) if claimed else None
+
+
+def job_progress(*, job: Job, done: int, total: int | None = None) -> None:
+    """Record progress; raises JobCancelled when the job is no longer running."""
+    fields: dict[str, int] = {"done": done}
+    if total is not None:
+        fields["total"] = total
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**fields):
+        raise JobCancelled(f"Job {job.pk} is no longer running.")
+    job.done = done
+    if total is not None:
+        job.total = total
+
+
+def job_succeed(*, job: Job) -> None:
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.SUCCEEDED, done=F("total"), error="", finished_at=timezone.now()
+    )
+
+
+def job_fail(*, job: Job, error: str) -> None:
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+def job_requeue(*, job: Job, error: str) -> None:
+    """Back to queued after a transient error; the task's retry will claim it again."""
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.QUEUED, error=f"Retrying after: {error}"
+    )
+
+
+def job_cancel(*, job: Job) -> bool:
+    """Stop a queued or running job; a running task stops at its next progress update."""
+    return bool(
+        Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
+    )
+
+
+# --- Generation -----------------------------------------------------------------------
+
+
+def prompts_to_generate(*, job: Job, params: GenerateParams) -> list[Prompt]:
+    prompts = Prompt.objects.filter(project=job.project_id)
+    if params.prompt_ids is not None:
+        prompts = prompts.filter(pk__in=params.prompt_ids)
+    return list(prompts.order_by("id"))
+
+
+def samples_present(*, job: Job, model_name: str) -> dict[int, set[int]]:
+    """Sample indexes this job already stored per prompt id, for one model."""
+    present: dict[int, set[int]] = defaultdict(set)
+    rows = Response.objects.filter(job=job, model_name=model_name).values_list(
+        "prompt_id", "sample_index"
+    )
+    for prompt_id, index in rows:
+        present[prompt_id].add(index)
+    return present
+
+
+@dataclass(frozen=True)
+class GeneratedSample:
+    prompt_id: int
+    sample_index: int
+    text: str
+    generation_params: dict[str, Any]
+
+
+def responses_add_generated(
+    *, job: Job, model_name: str, samples: Sequence[GeneratedSample]
+) -> int:
+    """Store generated samples; ones this job already stored are skipped, not doubled.
+
+    Empty completions cannot be responses and are dropped. Returns how many were offered
+    for storage.
+    """
+    rows = [
+        Response(
+            job=job,
+            prompt_id=s.prompt_id,
+            model_name=model_name,
+            sample_index=s.sample_index,
+            text=s.text,
+            generation_params=s.generation_params,
+        )
+        for s in samples
+        if s.text.strip()
+    ]
+    if len(rows) < len(samples):
+        logger.warning("job %s: %d empty completions dropped", job.pk, len(samples) - len(rows))
+    Response.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+@transaction.atomic
+def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
+    """Create the tasks each prompt's current responses need and it does not have yet.
+
+    Plans tasks over the prompt's whole response set, so new responses are paired with
+    the old ones too, and leaves out every planned task whose set of responses an existing
+    task of that layout already shows. Running it twice creates nothing the second time.
+    """
+    # Two jobs finishing on the same prompts would both see the tasks missing.
+    list(Prompt.objects.select_for_update().filter(pk__in=prompt_ids).values_list("pk"))
+    responses: dict[int, list[int]] = defaultdict(list)
+    for prompt_id, response_id in (
+        Response.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("id")
+        .values_list("prompt_id", "id")
+    ):
+        responses[prompt_id].append(response_id)
+    shown: dict[tuple[int, str], set[frozenset[int]]] = defaultdict(set)
+    members: dict[int, set[int]] = defaultdict(set)
+    layout_of: dict[int, tuple[int, str]] = {}
+    for task_id, prompt_id, layout, response_id in TaskResponse.objects.filter(
+        task__prompt_id__in=prompt_ids, task__project=project
+    ).values_list("task_id", "task__prompt_id", "task__layout", "response_id"):
+        members[task_id].add(response_id)
+        layout_of[task_id] = (prompt_id, layout)
+    for task_id, key in layout_of.items():
+        shown[key].add(frozenset(members[task_id]))
+
+    planned = [
+        (prompt_id, layout, ids)
+        for prompt_id, ids in responses.items()
+        for layout, ids in tasks_plan(project, ids)
+        if frozenset(ids) not in shown[(prompt_id, layout)]
+    ]
+    tasks = Task.objects.bulk_create(
+        Task(project=project, prompt_id=prompt_id, layout=layout)
+        for prompt_id, layout, _ in planned
+    )
+    TaskResponse.objects.bulk_create(
+        TaskResponse(task=task, response_id=response_id, position=position)
+        for task, (_, _, ids) in zip(tasks, planned, strict=True)
+        for position, response_id in enumerate(ids)
+    )
+    return tasks
+
+
+# --- Judging --------------------------------------------------------------------------
+
+
+def tasks_to_judge(*, job: Job, params: JudgeParams) -> tuple[int, list[Task]]:
+    """(all tasks the job covers, those still to do), in id order.
+
+    A task is done when the judge has a current answer to it (from any job) or this job
+    already kept the judge's output for it, parsed or not.
+    """
+    layouts = {KIND_LAYOUT[kind] for kind in params.kinds}
+    tasks = Task.objects.filter(project=job.project_id, layout__in=layouts)
+    if params.task_ids is not None:
+        tasks = tasks.filter(pk__in=params.task_ids)
+    total = tasks.count()
+    pending = (
+        tasks.exclude(
+            pk__in=Submission.objects.filter(judge=params.judge_id, is_current=True).values(
+                "task_id"
+            )
+        )
+        .exclude(pk__in=JudgeOutput.objects.filter(job=job).values("task_id"))
+        .select_related("prompt")
+        .prefetch_related("links__response")
+        .order_by("id")
+    )
+    return total, list(pending)
+
+
+@dataclass(frozen=True)
+class JudgeOutputInput:
+    kind: str
+    swapped: bool
+    raw_output: str
+    parsed: Any = None
+    parse_error: str = ""
+
+
+@transaction.atomic
+def judge_result_save(
+    *,
+    job: Job,
+    judge: Judge,
+    task: Task,
+    outputs: Sequence[JudgeOutputInput],
+    feedback: FeedbackInput | None,
+) -> Submission | None:
+    """Keep the judge's raw outputs for a task and store what parsed as its answer.
+
+    Never raises for bad feedback: a refusal (say a rating off the scale) is written into
+    the outputs' parse errors. A task the judge has already answered keeps that answer,
+    so a duplicate run creates no superseded copy.
+    """
+    Task.objects.select_for_update().filter(pk=task.pk).first()
+    answered = Submission.objects.filter(task=task, judge=judge, is_current=True).exists()
+    submission = None
+    refusal = ""
+    if feedback is not None and feedback.kinds and not answered:
+        try:
+            submission = submission_create(task=task, feedback=feedback, judge=judge, job=job)
+        except FeedbackError as exc:
+            refusal = f"Refused when stored: {exc}"
+    JudgeOutput.objects.bulk_create(
+        [
+            JudgeOutput(
+                job=job,
+                task=task,
+                judge=judge,
+                kind=o.kind,
+                swapped=o.swapped,
+                raw_output=o.raw_output,
+                parsed=o.parsed,
+                parse_error=o.parse_error or refusal,
+            )
+            for o in outputs
+        ],
+        ignore_conflicts=True,
+    )
+    return submission

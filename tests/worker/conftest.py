@@ -1,0 +1,68 @@
+"""Fixtures for job tests: a tiny local model on disk and a judge that follows a script."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from feedback.jobs import ModelSpec
+from worker.ml.generation import Chat, Completion, GenerationParams, ProgressCallback
+from worker.ml.tiny import build_tiny_causal_lm
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@dataclass
+class ScriptedGenerator:
+    """A stand-in model whose answer to a chat is `script(prompt text)`.
+
+    Judge tests use it to say exactly what a judge would say; `calls` records prompts.
+    """
+
+    script: Callable[[str], str]
+    calls: list[str] = field(default_factory=list)
+
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        params: GenerationParams,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[list[Completion]]:
+        out = []
+        for chat in chats:
+            prompt = chat[-1]["content"]
+            self.calls.append(prompt)
+            text = self.script(prompt)
+            out.append([Completion(text, (), len(prompt), len(text), "stop")] * params.n)
+        return out
+
+
+@pytest.fixture
+def scripted() -> Callable[[Callable[[str], str]], Callable[[ModelSpec], ScriptedGenerator]]:
+    """scripted(fn) -> a loader that hands out one ScriptedGenerator answering with fn."""
+
+    def make(script: Callable[[str], str]) -> Callable[[ModelSpec], ScriptedGenerator]:
+        generator = ScriptedGenerator(script)
+
+        def load(spec: ModelSpec) -> ScriptedGenerator:
+            return generator
+
+        load.generator = generator  # type: ignore[attr-defined]
+        return load
+
+    return make
+
+
+def claimed_job(project, kind: str, params: dict, user=None):
+    """A job started through job_start (its enqueue waits for a commit that tests never
+    make) and claimed as a worker would, ready for a job body to run."""
+    from feedback.jobs import job_claim, job_start
+
+    job = job_start(project=project, kind=kind, params=params, created_by=user)
+    return job_claim(job_id=job.pk)

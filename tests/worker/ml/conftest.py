@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from worker.ml.device import pick_device
+from worker.ml.generation import load_causal_lm
+from worker.ml.tiny import build_tiny_causal_lm
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session", params=["llama", "gpt2"])
+def tiny_lm(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    path = build_tiny_causal_lm(
+        tmp_path_factory.mktemp(f"tiny-{request.param}"), arch=request.param
+    )
+    return load_causal_lm(str(path), device=pick_device("cpu"))

@@ -1,0 +1,193 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (no httpx mocks).
+
+The fake server answers like vLLM: the completion echoes the last message and the seed;
+model names starting with "status-" make it answer with that status instead, "slow" makes
+it wait past the client's timeout.
+"""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from worker.ml.generation import GenerationParams
+from worker.ml.openai_backend import (
+    OpenAIEndpoint,
+    PermanentBackendError,
+    TransientBackendError,
+    generate_completions_openai,
+)
+
+CHATS = [
+    [{"role": "user", "content": "Name three primary colours."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Why is the sky blue?"},
+    ],
+]
+
+
+class FakeVLLM(BaseHTTPRequestHandler):
+    requests: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeVLLM.requests.append({"path": self.path, "auth": self.headers["Authorization"], **body})
+        model = body["model"]
+        if model.startswith("status-"):
+            status = int(model.removeprefix("status-"))
+            self._send(status, {"error": {"message": "nope"}}, {"Retry-After": "3"})
+            return
+        if model == "slow":
+            time.sleep(1.0)
+        if model == "garbage":
+            self._send(200, {"hello": "world"})
+            return
+        words = body["messages"][-1]["content"].split()
+        text = " ".join(words[: body["max_tokens"]]) + f" #{body['seed']}"
+        reason = "length" if len(words) > body["max_tokens"] else "stop"
+        self._send(
+            200,
+            {
+                "id": "cmpl-1",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": reason,
+                    }
+                ],
+                "usage": {"prompt_tokens": len(body["messages"]) * 10, "completion_tokens": 5},
+            },
+        )
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the timeout test hangs up before the slow answer is written
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    server = QuietServer(("127.0.0.1", 0), FakeVLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def clear_requests() -> None:
+    FakeVLLM.requests.clear()
+
+
+def _endpoint(url: str, model: str = "smollm2", **kwargs: object) -> OpenAIEndpoint:
+    return OpenAIEndpoint(base_url=url, model=model, api_key="secret", **kwargs)
+
+
+def test_each_chat_gets_n_completions_with_token_counts(server_url):
+    params = GenerationParams(n=3, temperature=0.7, top_p=0.9, max_new_tokens=2, seed=5)
+    result = generate_completions_openai(_endpoint(server_url), CHATS, params)
+    assert [len(samples) for samples in result] == [3, 3]
+    first = result[0][0]
+    assert first.text.startswith("Name three #")
+    assert (first.prompt_tokens, first.completion_tokens, first.finish_reason) == (10, 5, "length")
+    assert result[1][0].prompt_tokens == 20
+    assert len({c.text for c in result[0]}) == 3, "samples must get different seeds"
+
+
+def test_request_carries_the_openai_parameters(server_url):
+    params = GenerationParams(n=1, temperature=0.7, top_p=0.9, max_new_tokens=64, seed=5)
+    generate_completions_openai(_endpoint(server_url), CHATS[1:], params)
+    (sent,) = FakeVLLM.requests
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["auth"] == "Bearer secret"
+    assert sent["messages"] == CHATS[1]
+    assert (sent["model"], sent["n"], sent["temperature"], sent["top_p"]) == (
+        "smollm2",
+        1,
+        0.7,
+        0.9,
+    )
+    assert sent["max_tokens"] == 64 and isinstance(sent["seed"], int)
+
+
+def test_same_seed_sends_same_seeds_and_sample_seeds_do_not_depend_on_n(server_url):
+    params = GenerationParams(n=2, temperature=1.0, seed=11)
+    a = generate_completions_openai(_endpoint(server_url), CHATS, params)
+    b = generate_completions_openai(_endpoint(server_url), CHATS, params)
+    more = generate_completions_openai(
+        _endpoint(server_url), CHATS, GenerationParams(n=4, temperature=1.0, seed=11)
+    )
+    assert a == b
+    assert [samples[:2] for samples in more] == a
+
+
+def test_greedy_asks_once_per_chat_and_repeats_the_answer(server_url):
+    calls = []
+    result = generate_completions_openai(
+        _endpoint(server_url),
+        CHATS,
+        GenerationParams(n=3, temperature=0.0),
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
+    assert len(FakeVLLM.requests) == 2
+    assert all(len(set(samples)) == 1 for samples in result)
+    assert sorted(calls) == [(3, 6), (6, 6)]
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_overload_and_server_errors_are_transient(server_url, status):
+    with pytest.raises(TransientBackendError) as info:
+        generate_completions_openai(
+            _endpoint(server_url, f"status-{status}"), CHATS, GenerationParams()
+        )
+    assert info.value.retry_after == 3.0
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_refused_requests_are_permanent(server_url, status):
+    with pytest.raises(PermanentBackendError, match=str(status)):
+        generate_completions_openai(
+            _endpoint(server_url, f"status-{status}"), CHATS, GenerationParams()
+        )
+
+
+def test_a_reply_that_is_not_a_chat_completion_is_permanent(server_url):
+    with pytest.raises(PermanentBackendError, match="not a chat completion"):
+        generate_completions_openai(_endpoint(server_url, "garbage"), CHATS, GenerationParams())
+
+
+def test_a_read_timeout_is_transient(server_url):
+    endpoint = _endpoint(server_url, "slow", timeout_s=0.2)
+    with pytest.raises(TransientBackendError, match="ReadTimeout"):
+        generate_completions_openai(endpoint, CHATS, GenerationParams())
+
+
+def test_an_unreachable_server_is_transient():
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransientBackendError, match="ConnectError"):
+        generate_completions_openai(
+            _endpoint(f"http://127.0.0.1:{port}/v1"), CHATS, GenerationParams()
+        )

@@ -1,0 +1,221 @@
+"""Jobs through a real Celery worker process on the local Redis and PostgreSQL.
+
+The worker is a subprocess reading the test database, so these tests commit their rows
+(transactional_db) and enqueue through Redis database 7.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from feedback.jobs import job_start
+from feedback.models import Job, JudgeOutput, Response, Submission, Task
+from tests.factories import JudgeFactory, ProjectFactory, PromptFactory
+from worker.celery import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/7")
+ROOT = Path(settings.BASE_DIR)
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: b" ready." in self.log.read_bytes(), timeout, self.output)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no ack, no cleanup, as when a machine dies."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; worker log:\n{explain()}")
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Send this process's tasks to Redis instead of running them in-process."""
+    client = redis.Redis.from_url(BROKER_URL)
+    client.flushdb()
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+    app.conf.update(broker_url=BROKER_URL, task_always_eager=False)
+    # Eager runs earlier in the session built connection pools for the default broker URL;
+    # start from empty pools so that publishing reads the URL above.
+    monkeypatch.setattr(app, "_pool", None)
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
+    yield
+    app.conf.update(saved)
+    client.flushdb()
+
+
+@pytest.fixture
+def start_worker(tmp_path, broker) -> Iterator[Callable[..., WorkerProcess]]:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_CONN_MAX_AGE": "0",
+        "CELERY_BROKER_URL": BROKER_URL,
+        "HF_HUB_OFFLINE": "1",
+        "PREFHUB_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
+    workers: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess({**env, **extra_env}, tmp_path / f"worker{len(workers)}.log")
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def finished(job: Job) -> bool:
+    job.refresh_from_db()
+    return job.status not in (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+def test_a_worker_runs_a_generation_job_and_then_a_judge_job(start_worker, tiny_model_dir):
+    worker = start_worker()
+    project = ProjectFactory(
+        collects_rating=False,
+        collects_ranking=False,
+        collects_spans=False,
+        asks_rewrite=False,
+        asks_rationale=False,
+    )
+    for _ in range(3):
+        PromptFactory(project=project, text="what is the capital of france ?")
+    generation = job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
+            "n": 2,
+            "temperature": 0.9,
+            "max_new_tokens": 8,
+            "batch_size": 4,
+        },
+    )
+    wait_for(lambda: finished(generation), 120, worker.output)
+
+    assert generation.status == Job.Status.SUCCEEDED, generation.error
+    assert (generation.done, generation.total, generation.attempts) == (3, 3, 1)
+    assert Response.objects.filter(job=generation, model_name="tiny").count() == 6
+    assert Task.objects.filter(project=project, layout="pair").count() == 3
+    assert Task.objects.filter(project=project, layout="single").count() == 6
+
+    judge = JudgeFactory(model_name=str(tiny_model_dir), parameters={"max_new_tokens": 8})
+    judging = job_start(
+        project=project,
+        kind=Job.Kind.JUDGE,
+        params={"judge_id": judge.pk, "kinds": ["pairwise", "free_text"]},
+    )
+    wait_for(lambda: finished(judging), 120, worker.output)
+
+    assert judging.status == Job.Status.SUCCEEDED, judging.error
+    assert (judging.done, judging.total) == (9, 9)
+    # Every task was asked (pairs twice) and the answer kept, parsed or not.
+    assert JudgeOutput.objects.filter(job=judging).count() == 3 * 2 + 6
+    critiques = Submission.objects.filter(judge=judge, texts__mode="critique")
+    assert critiques.exists()
+    for submission in critiques:
+        assert submission.job_id == judging.pk and submission.texts.get().text.strip()
+
+
+def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
+    start_worker, tiny_model_dir
+):
+    # Unacked messages go back to the queue this long after delivery (default: hours).
+    redelivery = {"CELERY_VISIBILITY_TIMEOUT": "5"}
+    first = start_worker(**redelivery)
+    project = ProjectFactory()
+    for _ in range(12):
+        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
+    job = job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
+            "n": 2,
+            "temperature": 1.0,
+            "max_new_tokens": 64,
+            "batch_size": 1,
+        },
+    )
+
+    def some_saved() -> bool:
+        return Response.objects.filter(job=job).exists()
+
+    wait_for(some_saved, 120, first.output)
+    first.kill()
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING and job.done < job.total
+    saved_before = set(Response.objects.filter(job=job).values_list("pk", flat=True))
+
+    second = start_worker(**redelivery)
+    wait_for(lambda: finished(job), 180, second.output)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.done == job.total == 12
+    responses = Response.objects.filter(job=job)
+    assert responses.count() == 24
+    assert len({(r.prompt_id, r.sample_index) for r in responses}) == 24
+    # What the first worker stored was kept, not generated again.
+    assert saved_before <= set(responses.values_list("pk", flat=True))

@@ -1,0 +1,176 @@
+"""Candidate generation through an OpenAI-compatible `/v1/chat/completions` endpoint (vLLM).
+
+Same inputs and outputs as `generation.generate_completions`, so a task can switch
+backends by configuration. Errors are split for Celery's `autoretry_for`: retry
+`TransientBackendError` (connection trouble, timeouts, 408/429/5xx), fail the job on
+`PermanentBackendError` (other 4xx, malformed answers).
+
+Each sample is its own request with `n=1` and a seed derived from (seed, prompt, sample),
+as in the local backend: sample j of a prompt does not change when n changes, and the API's
+usage block then gives exact per-completion token counts. Requests run concurrently,
+because vLLM batches concurrent requests on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from worker.ml.generation import Chat, Completion, GenerationParams, ProgressCallback
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class BackendError(Exception):
+    """Generation through a remote endpoint failed."""
+
+
+class TransientBackendError(BackendError):
+    """Worth retrying later: the server was unreachable, slow, overloaded or failing.
+
+    retry_after: seconds the server asked us to wait (Retry-After header), if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentBackendError(BackendError):
+    """Retrying will not help: the request was refused (bad model name, bad parameters,
+    authentication) or the answer was not an OpenAI chat completion."""
+
+
+@dataclass(frozen=True)
+class OpenAIEndpoint:
+    """Where and how to call the server. base_url ends in /v1 (e.g. http://vllm:8000/v1).
+
+    timeout_s bounds a whole request (a long completion on a busy server takes a while);
+    connect_timeout_s is short so a dead host fails fast and the task retries.
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    concurrency: int = 8
+
+
+def make_client(endpoint: OpenAIEndpoint) -> httpx.Client:
+    """An httpx client with the endpoint's timeouts, auth header and connection pool."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    return httpx.Client(
+        base_url=endpoint.base_url.rstrip("/") + "/",
+        headers=headers,
+        timeout=httpx.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
+        limits=httpx.Limits(max_connections=endpoint.concurrency),
+    )
+
+
+def _sample_seed(seed: int, prompt: int, sample: int) -> int:
+    # 31 bits: some servers reject seeds outside a signed 32-bit int.
+    return int(np.random.SeedSequence([seed, prompt, sample]).generate_state(1)[0]) >> 1
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def chat_completion(
+    client: httpx.Client,
+    endpoint: OpenAIEndpoint,
+    chat: Chat,
+    params: GenerationParams,
+    *,
+    seed: int,
+) -> Completion:
+    """One completion of one chat; raises Transient/PermanentBackendError on failure."""
+    body: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in chat],
+        "n": 1,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_new_tokens,
+        "seed": seed,
+    }
+    try:
+        response = client.post("chat/completions", json=body)
+    except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+        raise TransientBackendError(f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code in RETRYABLE_STATUS:
+        raise TransientBackendError(
+            f"HTTP {response.status_code}: {response.text[:500]}",
+            retry_after=_retry_after(response),
+        )
+    if response.is_error:
+        raise PermanentBackendError(f"HTTP {response.status_code}: {response.text[:500]}")
+    try:
+        data = response.json()
+        choice = data["choices"][0]
+        usage = data["usage"]
+        reason = choice.get("finish_reason")
+        return Completion(
+            text=choice["message"]["content"] or "",
+            token_ids=(),
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage["completion_tokens"]),
+            finish_reason="length" if reason == "length" else "stop",
+        )
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise PermanentBackendError(f"not a chat completion: {response.text[:500]}") from exc
+
+
+def generate_completions_openai(
+    endpoint: OpenAIEndpoint,
+    chats: Sequence[Chat],
+    params: GenerationParams,
+    *,
+    client: httpx.Client | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> list[list[Completion]]:
+    """`params.n` completions per chat from the endpoint; result[i][j] is sample j of chat i.
+
+    Greedy (temperature 0) asks once per chat and repeats the answer n times. The first
+    failure cancels the requests not yet sent and is raised after those in flight end;
+    nothing is returned partially, so a retried task starts over.
+    """
+    greedy = params.temperature == 0
+    samples = 1 if greedy else params.n
+    jobs = [(p, s) for p in range(len(chats)) for s in range(samples)]
+    total = len(chats) * params.n
+    results: dict[tuple[int, int], Completion] = {}
+    http = client or make_client(endpoint)
+    pool = ThreadPoolExecutor(max_workers=endpoint.concurrency)
+    try:
+        futures = {
+            pool.submit(
+                chat_completion,
+                http,
+                endpoint,
+                chats[p],
+                params,
+                seed=_sample_seed(params.seed, p, s),
+            ): (p, s)
+            for p, s in jobs
+        }
+        # Progress is reported from this thread: the callback may use a DB connection,
+        # which Django keeps per thread.
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_progress is not None:
+                on_progress(len(results) * (params.n if greedy else 1), total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if client is None:
+            http.close()
+    return [[results[(p, 0 if greedy else s)] for s in range(params.n)] for p in range(len(chats))]

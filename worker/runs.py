@@ -1,0 +1,312 @@
+"""The bodies of the generation and judge jobs: rows to model inputs, model outputs to
+services. The Celery tasks wrap these with claiming and finishing; tests call them
+directly with a loader of their choice.
+
+Both resume: they skip what the job already stored, so a job redelivered after a lost
+worker continues where it was cut off.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from feedback.jobs import (
+    KIND_LAYOUT,
+    GeneratedSample,
+    GenerateParams,
+    JudgeOutputInput,
+    JudgeParams,
+    job_progress,
+    judge_result_save,
+    judge_sampling,
+    prompts_to_generate,
+    responses_add_generated,
+    samples_present,
+    tasks_extend,
+    tasks_to_judge,
+)
+from feedback.models import FeedbackKind, Job, Judge, Response, Task
+from feedback.services import (
+    FeedbackInput,
+    FreeTextInput,
+    PairwiseInput,
+    RatingInput,
+    SpanInput,
+)
+from worker.backends import Loader, generator_load, judge_model_spec
+from worker.ml.device import seed_everything
+from worker.ml.generation import Completion, GenerationParams
+from worker.ml.judging import (
+    DEFAULT_TEMPLATES,
+    AspectSpec,
+    JudgeParseError,
+    LabelSpec,
+    PairwiseVerdict,
+    aspects_text,
+    combine_swapped,
+    conversation_text,
+    parse_critique,
+    parse_pairwise,
+    parse_ranking,
+    parse_ratings,
+    parse_spans,
+    render_template,
+    responses_text,
+)
+
+# Prompts sent to a model per call, in multiples of its batch size: enough waiting rows
+# for continuous batching to refill freed slots, few enough to lose little on a crash.
+CHUNK_BATCHES = 4
+
+
+class Progress:
+    """Writes a job's progress at most every `interval` seconds (and when forced)."""
+
+    def __init__(self, job: Job, total: int, done: int = 0, interval: float = 1.0) -> None:
+        self.job, self.interval = job, interval
+        self.last = time.monotonic()
+        job_progress(job=job, done=min(done, total), total=total)
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            job_progress(job=self.job, done=min(done, self.job.total))
+            self.last = now
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- Generation -----------------------------------------------------------------------
+
+
+def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = None) -> None:
+    """`params.n` responses per prompt from each model, then the tasks they need.
+
+    Progress counts (prompt, model) pairs.
+    """
+    prompts = prompts_to_generate(job=job, params=params)
+    progress = Progress(job, total=len(prompts) * len(params.models))
+    sampling = GenerationParams(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+        seed=params.seed,
+        batch_size=params.batch_size,
+    )
+    seed_everything(params.seed)
+    done = 0
+    for spec in params.models:
+        present = samples_present(job=job, model_name=spec.name)
+        todo = [p for p in prompts if len(present.get(p.pk, ())) < params.n]
+        done += len(prompts) - len(todo)
+        progress.update(done, force=True)
+        if not todo:
+            continue
+        generator = (load or generator_load)(spec)
+        record = {
+            "backend": spec.backend,
+            "model": spec.location,
+            **{k: v for k, v in asdict(sampling).items() if k != "batch_size"},
+        }
+        for chunk in chunks(todo, params.batch_size * CHUNK_BATCHES):
+            base = done
+            outputs = generator.generate(
+                [p.turns for p in chunk],
+                sampling,
+                on_progress=lambda finished, _total, base=base: progress.update(
+                    base + finished // params.n
+                ),
+            )
+            samples = [
+                GeneratedSample(prompt.pk, index, c.text, {**record, **_usage(c)})
+                for prompt, completions in zip(chunk, outputs, strict=True)
+                for index, c in enumerate(completions)
+                if index not in present.get(prompt.pk, ())
+            ]
+            responses_add_generated(job=job, model_name=spec.name, samples=samples)
+            done += len(chunk)
+            progress.update(done, force=True)
+    tasks_extend(project=job.project, prompt_ids=[p.pk for p in prompts])
+
+
+def _usage(completion: Completion) -> dict[str, Any]:
+    return {
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
+
+
+# --- Judging --------------------------------------------------------------------------
+
+
+class JudgeSetup:
+    """What every judge prompt of a job shares: templates, aspects, labels, guidelines."""
+
+    def __init__(self, judge: Judge, job: Job, kinds: Sequence[str]) -> None:
+        project = job.project
+        self.kinds = list(kinds)
+        overrides = judge.parameters.get("templates", {})
+        self.templates = {
+            kind: overrides.get(kind) or judge.prompt_template or DEFAULT_TEMPLATES[kind]
+            for kind in kinds
+        }
+        self.aspects = list(project.aspects.all())
+        self.labels = list(project.span_labels.all())
+        self.aspect_specs = [
+            AspectSpec(a.name, a.scale_min, a.scale_max, a.rubric) for a in self.aspects
+        ]
+        self.label_specs = [LabelSpec(lb.name, lb.default_severity) for lb in self.labels]
+        guidelines = project.guidelines.strip()
+        self.guidelines = f"[Guidelines]\n{guidelines}\n" if guidelines else ""
+        self.wants_rationale = (
+            FeedbackKind.FREE_TEXT in project.feedback_kinds and project.asks_rationale
+        )
+
+    def values(self, task: Task, responses: list[Response]) -> dict[str, str]:
+        label_lines = "\n".join(
+            f"- {lb.name}: {lb.description}" if lb.description else f"- {lb.name}"
+            for lb in self.labels
+        )
+        return {
+            "prompt": conversation_text(task.prompt.turns),
+            "guidelines": self.guidelines,
+            "aspects": aspects_text(self.aspect_specs),
+            "labels": label_lines,
+            "responses": responses_text([r.text for r in responses]),
+            "response": responses[0].text,
+            "response_a": responses[0].text,
+            "response_b": responses[-1].text,
+        }
+
+    def calls(self, task: Task) -> list[tuple[str, bool, list[dict[str, str]]]]:
+        """(kind, swapped, chat) for every question the judge is asked about `task`."""
+        responses = [link.response for link in task.links.all()]
+        values = self.values(task, responses)
+        out = []
+        for kind in self.kinds:
+            if KIND_LAYOUT[kind] != task.layout:
+                continue
+            chat = [{"role": "user", "content": render_template(self.templates[kind], values)}]
+            out.append((kind, False, chat))
+            if kind == FeedbackKind.PAIRWISE:
+                flipped = {
+                    **values,
+                    "response_a": values["response_b"],
+                    "response_b": values["response_a"],
+                }
+                text = render_template(self.templates[kind], flipped)
+                out.append((kind, True, [{"role": "user", "content": text}]))
+        return out
+
+
+def judge_interpret(
+    setup: JudgeSetup, task: Task, answers: Sequence[tuple[str, bool, str]]
+) -> tuple[list[JudgeOutputInput], FeedbackInput | None]:
+    """Parse each (kind, swapped, text) answer about `task` into output rows and feedback."""
+    responses = [link.response for link in task.links.all()]
+    outputs: list[JudgeOutputInput] = []
+    pairwise: dict[bool, PairwiseVerdict] = {}
+    ratings: list[RatingInput] = []
+    ranking: list[int] = []
+    spans: list[SpanInput] = []
+    texts: list[FreeTextInput] = []
+    aspect_ids = {a.name: a.pk for a in setup.aspects}
+    label_ids = {lb.name: lb.pk for lb in setup.labels}
+    for kind, swapped, text in answers:
+        parsed: Any = None
+        note = ""
+        try:
+            if kind == FeedbackKind.PAIRWISE:
+                verdict = parse_pairwise(text)
+                pairwise[swapped] = verdict
+                parsed = asdict(verdict)
+            elif kind == FeedbackKind.RATING:
+                result = parse_ratings(text, setup.aspect_specs)
+                ratings += [
+                    RatingInput(responses[0].pk, aspect_ids[r.aspect], r.value, r.rationale)
+                    for r in result.ratings
+                ]
+                parsed = {
+                    r.aspect: {"rating": r.value, "rationale": r.rationale} for r in result.ratings
+                }
+                note = "; ".join(result.problems)
+            elif kind == FeedbackKind.RANKING:
+                order = parse_ranking(text, len(responses))
+                ranking = [responses[i].pk for i in order]
+                parsed = {"ranking": [i + 1 for i in order]}
+            elif kind == FeedbackKind.SPAN:
+                found = parse_spans(text, responses[0].text, setup.label_specs)
+                response = responses[0]
+                spans += [
+                    SpanInput(
+                        response.pk, label_ids[s.label], s.start, s.end, s.severity, s.comment
+                    )
+                    for s in found.spans
+                ]
+                parsed = {
+                    "spans": [asdict(s) for s in found.spans],
+                    "unmatched": list(found.unmatched),
+                }
+                missing = [f"quote not in the response: {q!r}" for q in found.unmatched]
+                note = "; ".join([*found.problems, *missing])
+            elif kind == FeedbackKind.FREE_TEXT:
+                critique = parse_critique(text)
+                texts.append(FreeTextInput("critique", critique, responses[0].pk))
+                parsed = {"critique": critique}
+        except JudgeParseError as exc:
+            note = str(exc)
+        outputs.append(JudgeOutputInput(kind, swapped, text, parsed, note))
+
+    pair = None
+    if len(pairwise) == 2:
+        combined = combine_swapped(pairwise[False], pairwise[True])
+        pair = PairwiseInput(combined.choice, combined.strength)
+        if setup.wants_rationale and combined.explanation:
+            texts.append(FreeTextInput("rationale", combined.explanation))
+    feedback = FeedbackInput(
+        pairwise=pair, ratings=ratings, ranking=ranking, spans=spans, texts=texts
+    )
+    return outputs, feedback if feedback.kinds else None
+
+
+def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) -> None:
+    """Ask the judge about every task of the job not answered yet; progress counts tasks."""
+    judge = Judge.objects.get(pk=params.judge_id)
+    total, pending = tasks_to_judge(job=job, params=params)
+    progress = Progress(job, total=total, done=total - len(pending))
+    if not pending:
+        return
+    setup = JudgeSetup(judge, job, params.kinds)
+    settings = judge_sampling(judge)
+    sampling = GenerationParams(
+        n=1,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
+    seed_everything(settings.seed)
+    generator = (load or generator_load)(judge_model_spec(judge))
+    done = total - len(pending)
+    for chunk in chunks(pending, settings.batch_size * CHUNK_BATCHES):
+        calls = [(task, *call) for task in chunk for call in setup.calls(task)]
+        outputs = generator.generate([chat for *_, chat in calls], sampling)
+        answers = [
+            (task, kind, swapped, completions[0].text)
+            for (task, kind, swapped, _), completions in zip(calls, outputs, strict=True)
+        ]
+        for task, group in itertools.groupby(answers, key=lambda a: a[0]):
+            rows, feedback = judge_interpret(setup, task, [a[1:] for a in group])
+            judge_result_save(job=job, judge=judge, task=task, outputs=rows, feedback=feedback)
+        done += len(chunk)
+        progress.update(done, force=True)

@@ -1,0 +1,85 @@
+"""Celery tasks: take a job id, claim the job, run its body, finish the row.
+
+Delivery is at least once (`acks_late`, redelivery after a lost worker), so every task
+may run twice: `job_lease` keeps two deliveries from running at once, and the bodies
+skip what is already stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task as CeleryTask
+
+from feedback.jobs import (
+    JobCancelled,
+    job_claim,
+    job_fail,
+    job_lease,
+    job_params,
+    job_requeue,
+    job_succeed,
+)
+from feedback.models import Job
+from worker.celery import app
+from worker.ml.openai_backend import TransientBackendError
+from worker.runs import generation_run, judging_run
+
+logger = logging.getLogger(__name__)
+
+
+# Worth retrying later: the inference server was down, overloaded or slow.
+TRANSIENT: tuple[type[BaseException], ...] = (TransientBackendError, ConnectionError, TimeoutError)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 15,  # seconds, doubled on each retry
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+def run_job(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
+    with job_lease(job_id) as held:
+        if not held:
+            logger.info("job %s is running in another worker; duplicate delivery ignored", job_id)
+            return
+        job = job_claim(job_id=job_id)
+        if job is None:
+            logger.info("job %s is not queued or running; nothing to do", job_id)
+            return
+        try:
+            body(job, job_params(job))
+        except JobCancelled:
+            logger.info("job %s was cancelled", job_id)
+            return
+        except TRANSIENT as exc:
+            # In-process (eager) runs cannot wait out a backoff: they fail at once.
+            if not task.request.is_eager and task.request.retries < task.max_retries:
+                job_requeue(job=job, error=f"{type(exc).__name__}: {exc}")
+                raise  # autoretry_for schedules the retry
+            tries = task.request.retries + 1
+            job_fail(job=job, error=f"Gave up after {tries} attempt(s): {exc}")
+            return
+        except Exception as exc:
+            # Failed jobs end here, not in Celery: the row carries the error to the page.
+            logger.exception("job %s failed", job_id)
+            job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+            return
+        job_succeed(job=job)
+
+
+@app.task(bind=True, **RETRY)
+def generate_candidates(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, generation_run)
+
+
+@app.task(bind=True, **RETRY)
+def run_judge(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, judging_run)
+
+
+def task_for_kind(kind: str) -> Any:
+    return {Job.Kind.GENERATE: generate_candidates, Job.Kind.JUDGE: run_judge}[kind]
