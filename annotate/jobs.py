@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from django import forms
@@ -12,9 +11,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
-from rest_framework.request import Request
-from rest_framework.response import Response as ApiResponse
-from rest_framework.views import APIView
 
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
 from feedback.judges import judge_quality, judges_of_project
@@ -172,14 +168,3 @@ def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
         raise Http404("No such project.")
     reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
     return render(request, "annotate/judge_quality.html", {"project": project, "reports": reports})
-
-
-class JudgeQualityApi(APIView):
-    """GET: quality figures of every judge of the project (see feedback.judges)."""
-
-    def get(self, request: Request, project_id: int) -> ApiResponse:
-        project = get_object_or_404(Project, pk=project_id)
-        if member_role(request.user, project) is None:
-            raise Http404("No such project.")
-        reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
-        return ApiResponse({"project": project.pk, "judges": [asdict(r) for r in reports]})

@@ -24,9 +24,4 @@ urlpatterns = [
         jobs.judge_quality_page,
         name="judge-quality",
     ),
-    path(
-        "api/projects/<int:project_id>/judges/quality/",
-        jobs.JudgeQualityApi.as_view(),
-        name="api-judge-quality",
-    ),
 ]

@@ -33,4 +33,5 @@ urlpatterns = [
     path(
         f"{project}consistency/", views.ProjectConsistencyApi.as_view(), name="project-consistency"
     ),
+    path(f"{project}judges/quality/", views.JudgeQualityApi.as_view(), name="judge-quality"),
 ]

@@ -1,5 +1,7 @@
 """REST API views: parse, call a service or selector, render. Nothing else."""
 
+from dataclasses import asdict
+
 from django.http import StreamingHttpResponse
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +24,7 @@ from feedback.api.permissions import (
 )
 from feedback.exports import ExportOptions, export_rows
 from feedback.io import export_jsonl, export_parquet
+from feedback.judges import judge_quality, judges_of_project
 from feedback.models import Project
 
 WRITERS = {"jsonl": export_jsonl, "parquet": export_parquet}
@@ -251,3 +254,17 @@ class ProjectConsistencyApi(ProjectScoped, APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, project_id: int) -> Response:
         return Response(selectors.project_consistency(project=self.project))
+
+
+class JudgeQualityApi(ProjectScoped, APIView):
+    """Each judge's agreement with people, position consistency and length bias."""
+
+    permission_classes = [IsProjectReader]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, project_id: int) -> Response:
+        reports = [
+            judge_quality(project=self.project, judge=judge)
+            for judge in judges_of_project(self.project)
+        ]
+        return Response({"project": self.project.pk, "judges": [asdict(r) for r in reports]})

@@ -150,7 +150,7 @@ def test_judge_quality_is_on_a_page_and_in_the_api(admin_client, project, annota
     page = admin_client.get(reverse("annotate:judge-quality", args=[project.pk]))
     assert b"gpt-judge" in page.content and b"Position consistency" in page.content
 
-    api = admin_client.get(reverse("annotate:api-judge-quality", args=[project.pk]))
+    api = admin_client.get(reverse("api:judge-quality", args=[project.pk]))
     (report,) = json.loads(api.content)["judges"]
     assert report["pairwise"]["n"] == 3
     assert report["pairwise"]["raw"] == pytest.approx(2 / 3)
@@ -160,4 +160,4 @@ def test_judge_quality_is_on_a_page_and_in_the_api(admin_client, project, annota
 
 def test_judge_quality_api_hides_projects_of_others(client, project, outsider):
     client.force_login(outsider)
-    assert client.get(reverse("annotate:api-judge-quality", args=[project.pk])).status_code == 404
+    assert client.get(reverse("api:judge-quality", args=[project.pk])).status_code == 404

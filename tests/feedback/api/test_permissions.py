@@ -65,6 +65,7 @@ ENDPOINTS = [
     ("export", "get", "api:project-export", (), None, READERS),
     ("agreement", "get", "api:project-agreement", (), None, READERS),
     ("consistency", "get", "api:project-consistency", (), None, READERS),
+    ("judge quality", "get", "api:judge-quality", (), None, READERS),
 ]
 
 
