@@ -1,4 +1,8 @@
 import os
+
+# Before transformers/huggingface_hub are imported: they read it once, at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from pathlib import Path
 
 import pytest
@@ -7,8 +11,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from worker.ml.device import pick_device
 from worker.ml.generation import load_causal_lm
 from worker.ml.tiny import build_tiny_causal_lm
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
