@@ -77,7 +77,10 @@ def _render_task(
         "form": TaskForm.initial(screen) if screen is not None else None,
         "errors": errors,
         "progress": annotator_progress(project=project, annotator=request.user),
-        "previous_task_id": previous_task_id(project=project, annotator=request.user, before=task),
+        # A fresh lease has no answer to go back from: the last answer is the previous one.
+        "previous_task_id": previous_task_id(
+            project=project, annotator=request.user, before=None if fresh else task
+        ),
         "is_revisit": screen is not None and screen.current is not None,
     }
     if request.htmx:

@@ -19,6 +19,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
@@ -30,6 +31,8 @@ Status = Assignment.Status
 
 # How many lapsed leases one claim returns to the queue: bounded, so a claim stays fast.
 EXPIRE_BATCH = 200
+# At most one look for lapsed leases per this many seconds (per cache: process or Redis).
+EXPIRE_PROBE_SECONDS = 5
 # Tries, and the growing pause between them, while the open tasks left are all locked.
 CLAIM_ATTEMPTS = 5
 CLAIM_RETRY_SECONDS = 0.01
@@ -88,8 +91,12 @@ def task_claim_next(
     second tab shows the same task.
     """
     now = now or timezone.now()
-    # Most claims find no lapsed lease: a plain index probe spares them the locking sweep.
-    if Assignment.objects.filter(status=Status.ACTIVE, leased_until__lt=now).exists():
+    # Leases last minutes, so looking for lapsed ones every few seconds is soon enough; a
+    # plain index probe then spares most looks the locking sweep.
+    probe_key = f"prefhub:leases-expire-probe:{int(now.timestamp()) // EXPIRE_PROBE_SECONDS}"
+    if cache.add(probe_key, True, timeout=2 * EXPIRE_PROBE_SECONDS) and (
+        Assignment.objects.filter(status=Status.ACTIVE, leased_until__lt=now).exists()
+    ):
         leases_expire(now=now)
     for attempt in range(CLAIM_ATTEMPTS):
         try:

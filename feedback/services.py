@@ -186,16 +186,16 @@ def submission_create(
         raise FeedbackError("The feedback was refused.", errors=errors)
     path = ""
     try:
-        with transaction.atomic():
-            submission.save()
-            for path, record in records:  # noqa: B007 (the handler names the failing record)
-                record.save()
-                if isinstance(record, RankingFeedback):
-                    RankingEntry.objects.bulk_create(
-                        RankingEntry(ranking=record, response_id=response_id, rank=rank)
-                        for rank, response_id in enumerate(feedback.ranking, start=1)
-                    )
+        submission.save()
+        for path, record in records:  # noqa: B007 (the handler names the failing record)
+            record.save()
+            if isinstance(record, RankingFeedback):
+                RankingEntry.objects.bulk_create(
+                    RankingEntry(ranking=record, response_id=response_id, rank=rank)
+                    for rank, response_id in enumerate(feedback.ranking, start=1)
+                )
     except IntegrityError as exc:
+        # Leaving this function's atomic block with the error rolls the writes back.
         raise _constraint_error(exc, path) from exc
     return submission
 

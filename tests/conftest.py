@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 
 from feedback.models import ProjectMember
 from tests.factories import (
@@ -8,6 +9,12 @@ from tests.factories import (
     SpanLabelFactory,
     UserFactory,
 )
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache, as it starts with an empty database."""
+    cache.clear()
 
 
 @pytest.fixture
