@@ -15,6 +15,7 @@ block and typed in a later one.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections import Counter, defaultdict
@@ -174,6 +175,8 @@ class Candidate(NamedTuple):
 
 
 PROMPT_FIELDS = ("id", "external_id", "text", "messages")
+# Answers remembered per export; a few batches' worth, so memory stays flat.
+COMPLETION_CACHE = 8192
 
 
 def _prompt_fields(prefix: str) -> list[str]:
@@ -454,9 +457,12 @@ def _rating_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 
 
 def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
+    # A task's answers recur in every annotator's row: build each once and hand out the
+    # same objects, which also lets the Parquet writer convert each text once.
+    completion = functools.lru_cache(maxsize=COMPLETION_CACHE)(_completion)
     for preference in _kept(_preferences(_votes(project, options), options), options):
-        chosen = _completion(preference.prompt, preference.chosen.text, chat)
-        rejected = _completion(preference.prompt, preference.rejected.text, chat)
+        chosen = completion(preference.prompt, preference.chosen.text, chat)
+        rejected = completion(preference.prompt, preference.rejected.text, chat)
         if chosen is None or rejected is None:
             continue
         row: dict[str, Any] = {"prompt": chosen[0], "chosen": chosen[1], "rejected": rejected[1]}
@@ -479,12 +485,13 @@ def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator
 
 def _unpaired_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
     """KTO's unpaired form: each decided pair gives a desirable and an undesirable row."""
+    completion = functools.lru_cache(maxsize=COMPLETION_CACHE)(_completion)
     for preference in _kept(_preferences(_votes(project, options), options), options):
         for candidate, other, label in (
             (preference.chosen, preference.rejected, True),
             (preference.rejected, preference.chosen, False),
         ):
-            pair = _completion(preference.prompt, candidate.text, chat)
+            pair = completion(preference.prompt, candidate.text, chat)
             if pair is None:
                 continue
             yield {
