@@ -34,9 +34,8 @@ from feedback.models import (
     Response,
     Submission,
     Task,
-    TaskResponse,
 )
-from feedback.services import FeedbackError, FeedbackInput, submission_create, tasks_plan
+from feedback.services import FeedbackError, FeedbackInput, submission_create
 
 logger = logging.getLogger(__name__)
 
@@ -367,52 +366,6 @@ def responses_add_generated(
         logger.warning("job %s: %d empty completions dropped", job.pk, len(samples) - len(rows))
     Response.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
-
-
-@transaction.atomic
-def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
-    """Create the tasks each prompt's current responses need and it does not have yet.
-
-    Plans tasks over the prompt's whole response set, so new responses are paired with
-    the old ones too, and leaves out every planned task whose set of responses an existing
-    task of that layout already shows. Running it twice creates nothing the second time.
-    """
-    # Two jobs finishing on the same prompts would both see the tasks missing.
-    list(Prompt.objects.select_for_update().filter(pk__in=prompt_ids).values_list("pk"))
-    responses: dict[int, list[int]] = defaultdict(list)
-    for prompt_id, response_id in (
-        Response.objects.filter(prompt_id__in=prompt_ids)
-        .order_by("id")
-        .values_list("prompt_id", "id")
-    ):
-        responses[prompt_id].append(response_id)
-    shown: dict[tuple[int, str], set[frozenset[int]]] = defaultdict(set)
-    members: dict[int, set[int]] = defaultdict(set)
-    layout_of: dict[int, tuple[int, str]] = {}
-    for task_id, prompt_id, layout, response_id in TaskResponse.objects.filter(
-        task__prompt_id__in=prompt_ids, task__project=project
-    ).values_list("task_id", "task__prompt_id", "task__layout", "response_id"):
-        members[task_id].add(response_id)
-        layout_of[task_id] = (prompt_id, layout)
-    for task_id, key in layout_of.items():
-        shown[key].add(frozenset(members[task_id]))
-
-    planned = [
-        (prompt_id, layout, ids)
-        for prompt_id, ids in responses.items()
-        for layout, ids in tasks_plan(project, ids)
-        if frozenset(ids) not in shown[(prompt_id, layout)]
-    ]
-    tasks = Task.objects.bulk_create(
-        Task(project=project, prompt_id=prompt_id, layout=layout)
-        for prompt_id, layout, _ in planned
-    )
-    TaskResponse.objects.bulk_create(
-        TaskResponse(task=task, response_id=response_id, position=position)
-        for task, (_, _, ids) in zip(tasks, planned, strict=True)
-        for position, response_id in enumerate(ids)
-    )
-    return tasks
 
 
 # --- Judging --------------------------------------------------------------------------

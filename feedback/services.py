@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -288,12 +289,39 @@ def tasks_plan(project: Project, response_ids: Sequence[int]) -> list[tuple[str,
     return plan
 
 
-def tasks_create(*, project: Project, prompt_responses: dict[int, list[int]]) -> list[Task]:
-    """Create the project's tasks for each prompt id and its response ids."""
+@transaction.atomic
+def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
+    """Create the tasks each prompt's current responses need and it does not have yet.
+
+    Plans tasks over the prompt's whole response set, so new responses are paired with
+    the old ones too, and leaves out every planned task whose set of responses an existing
+    task of that layout already shows. Running it twice creates nothing the second time.
+    """
+    # Two jobs finishing on the same prompts would both see the tasks missing.
+    list(Prompt.objects.select_for_update().filter(pk__in=prompt_ids).values_list("pk"))
+    responses: dict[int, list[int]] = defaultdict(list)
+    for prompt_id, response_id in (
+        Response.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("id")
+        .values_list("prompt_id", "id")
+    ):
+        responses[prompt_id].append(response_id)
+    shown: dict[tuple[int, str], set[frozenset[int]]] = defaultdict(set)
+    members: dict[int, set[int]] = defaultdict(set)
+    layout_of: dict[int, tuple[int, str]] = {}
+    for task_id, prompt_id, layout, response_id in TaskResponse.objects.filter(
+        task__prompt_id__in=prompt_ids, task__project=project
+    ).values_list("task_id", "task__prompt_id", "task__layout", "response_id"):
+        members[task_id].add(response_id)
+        layout_of[task_id] = (prompt_id, layout)
+    for task_id, key in layout_of.items():
+        shown[key].add(frozenset(members[task_id]))
+
     planned = [
         (prompt_id, layout, ids)
-        for prompt_id, response_ids in prompt_responses.items()
-        for layout, ids in tasks_plan(project, response_ids)
+        for prompt_id, ids in responses.items()
+        for layout, ids in tasks_plan(project, ids)
+        if frozenset(ids) not in shown[(prompt_id, layout)]
     ]
     tasks = Task.objects.bulk_create(
         Task(project=project, prompt_id=prompt_id, layout=layout)
@@ -417,10 +445,7 @@ def prompts_import(
         for prompt, (_, row) in zip(prompts, parsed, strict=True)
         for candidate in row.responses
     )
-    by_prompt: dict[int, list[int]] = {prompt.pk: [] for prompt in prompts}
-    for response in responses:
-        by_prompt[response.prompt_id].append(response.pk)
-    tasks = tasks_create(project=project, prompt_responses=by_prompt)
+    tasks = tasks_extend(project=project, prompt_ids=[prompt.pk for prompt in prompts])
     return ImportResult(
         prompts=len(prompts),
         responses=len(responses),
@@ -498,10 +523,8 @@ def responses_bulk_create(
     )
     tasks: list[Task] = []
     if create_tasks:
-        by_prompt: dict[int, list[int]] = {}
-        for response in responses:
-            by_prompt.setdefault(response.prompt_id, []).append(response.pk)
-        tasks = tasks_create(project=project, prompt_responses=by_prompt)
+        prompt_ids = sorted({response.prompt_id for response in responses})
+        tasks = tasks_extend(project=project, prompt_ids=prompt_ids)
     return ResponsesResult(
         responses=len(responses), tasks=len(tasks), response_ids=[r.pk for r in responses]
     )

@@ -26,7 +26,6 @@ from feedback.jobs import (
     prompts_to_generate,
     responses_add_generated,
     samples_present,
-    tasks_extend,
     tasks_to_judge,
 )
 from feedback.models import FeedbackKind, Job, Judge, Response, Task
@@ -36,6 +35,7 @@ from feedback.services import (
     PairwiseInput,
     RatingInput,
     SpanInput,
+    tasks_extend,
 )
 from worker.backends import Loader, generator_load, judge_model_spec
 from worker.ml.device import seed_everything

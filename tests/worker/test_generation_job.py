@@ -2,8 +2,9 @@
 
 import pytest
 
-from feedback.jobs import GenerateParams, job_params, tasks_extend
+from feedback.jobs import GenerateParams, job_params
 from feedback.models import Job, Response, Task
+from feedback.services import tasks_extend
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker.conftest import claimed_job
 from worker.backends import generator_load
