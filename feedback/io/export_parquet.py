@@ -48,18 +48,19 @@ def write_rows(
     writer: pq.ParquetWriter | None = None
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, row_group_rows)):
-        # Column lists convert several times faster than Table.from_pylist over dicts.
-        columns: dict[str, list] = {name: [] for name in batch[0]}
-        for row in batch:
-            for name, value in row.items():
-                columns[name].append(value)
+        names = list(batch[0])
+        # Rows of one export share their keys' order: transpose in C, convert per column
+        # (several times faster than Table.from_pylist, or from_pydict over lists).
+        columns = zip(*map(dict.values, batch), strict=True)
         del batch
         if writer is None:
-            table = pa.Table.from_pydict(columns)
+            table = pa.Table.from_arrays([pa.array(values) for values in columns], names=names)
             writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
         else:
-            table = pa.Table.from_pydict(columns, schema=writer.schema)
-        del columns
+            types = writer.schema.types
+            arrays = [pa.array(values, type=t) for values, t in zip(columns, types, strict=True)]
+            table = pa.Table.from_arrays(arrays, schema=writer.schema)
+            del arrays
         writer.write_table(table)
         del table
         yield sink.drain()
