@@ -5,9 +5,27 @@ Parsed with pydantic at the edge, so everything past it can trust the fields.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("response text is blank")
+    return value
+
+
+# A candidate's text: at least one character that is not whitespace.
+ResponseText = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
 class Message(BaseModel):
@@ -20,16 +38,9 @@ class Message(BaseModel):
 class ImportedResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1)
+    text: ResponseText
     model: str = ""
     generation_params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("text")
-    @classmethod
-    def text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("response text is blank")
-        return value
 
 
 class ImportedRow(BaseModel):
@@ -115,16 +126,9 @@ class CandidateRow(BaseModel):
 
     prompt_id: int | None = None
     prompt_external_id: str | None = None
-    text: str = Field(min_length=1)
+    text: ResponseText
     model: str = Field(default="", max_length=200)
     generation_params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("text")
-    @classmethod
-    def text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("response text is blank")
-        return value
 
     @model_validator(mode="after")
     def names_one_prompt(self) -> CandidateRow:
