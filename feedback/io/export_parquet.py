@@ -15,6 +15,10 @@ import pyarrow.parquet as pq
 
 MEDIA_TYPE = "application/vnd.apache.parquet"
 ROW_GROUP_ROWS = 10_000
+# Rows turned into Arrow at a time: few Python objects stay alive, so the garbage
+# collector's full passes, which walk every live object, stay cheap (about a third of the
+# time with 10,000 rows held).
+CONVERT_ROWS = 1_000
 
 
 class _Sink(io.RawIOBase):
@@ -46,25 +50,33 @@ def write_rows(
 ) -> Iterator[bytes]:
     sink = _Sink()
     writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    batches: list[pa.RecordBatch] = []
     iterator = iter(rows)
-    while batch := list(itertools.islice(iterator, row_group_rows)):
-        names = list(batch[0])
-        # Rows of one export share their keys' order: transpose in C, convert per column
-        # (several times faster than Table.from_pylist, or from_pydict over lists).
-        columns = zip(*map(dict.values, batch), strict=True)
-        del batch
-        if writer is None:
-            table = pa.Table.from_arrays([pa.array(values) for values in columns], names=names)
-            writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
-        else:
-            types = writer.schema.types
-            arrays = [pa.array(values, type=t) for values, t in zip(columns, types, strict=True)]
-            table = pa.Table.from_arrays(arrays, schema=writer.schema)
-            del arrays
-        writer.write_table(table)
-        del table
-        yield sink.drain()
-    if writer is None:
-        writer = pq.ParquetWriter(sink, pa.schema([]))
+    while chunk := list(itertools.islice(iterator, CONVERT_ROWS)):
+        batch = _record_batch(chunk, schema)
+        del chunk
+        schema = batch.schema
+        batches.append(batch)
+        if len(batches) * CONVERT_ROWS >= row_group_rows:
+            writer = writer or pq.ParquetWriter(sink, schema, compression="zstd")
+            writer.write_table(pa.Table.from_batches(batches))
+            batches = []
+            yield sink.drain()
+    if batches:
+        writer = writer or pq.ParquetWriter(sink, schema, compression="zstd")
+        writer.write_table(pa.Table.from_batches(batches))
+    writer = writer or pq.ParquetWriter(sink, pa.schema([]))
     writer.close()
     yield sink.drain()
+
+
+def _record_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
+    """Rows to Arrow, column by column; `schema` (from the first rows) fixes the types."""
+    # Rows of one export share their keys' order: transpose in C, convert per column
+    # (several times faster than from_pylist, or from_pydict over lists).
+    columns = zip(*map(dict.values, rows), strict=True)
+    if schema is None:
+        return pa.RecordBatch.from_arrays([pa.array(c) for c in columns], names=list(rows[0]))
+    arrays = [pa.array(c, type=t) for c, t in zip(columns, schema.types, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
