@@ -204,51 +204,64 @@ def submission_create(
 def _build_records(
     submission: Submission, feedback: FeedbackInput, errors: dict[str, list[str]]
 ) -> list[tuple[str, models.Model]]:
-    records: list[tuple[str, models.Model]] = []
+    """The submission's unsaved records, each under its field path, once each is valid."""
+    candidates: list[tuple[str, models.Model]] = []
     if feedback.pairwise is not None:
-        record = PairwiseFeedback(
-            submission=submission,
-            choice=feedback.pairwise.choice,
-            strength=feedback.pairwise.strength,
+        pairwise = feedback.pairwise
+        candidates.append(
+            (
+                "pairwise",
+                PairwiseFeedback(
+                    submission=submission, choice=pairwise.choice, strength=pairwise.strength
+                ),
+            )
         )
-        if _check(record, "pairwise", errors):
-            records.append(("pairwise", record))
-    for index, rating in enumerate(feedback.ratings):
-        record = RatingFeedback(
-            submission=submission,
-            response_id=rating.response_id,
-            aspect_id=rating.aspect_id,
-            value=rating.value,
-            rationale=rating.rationale,
+    candidates += [
+        (
+            f"ratings[{index}]",
+            RatingFeedback(
+                submission=submission,
+                response_id=rating.response_id,
+                aspect_id=rating.aspect_id,
+                value=rating.value,
+                rationale=rating.rationale,
+            ),
         )
-        if _check(record, f"ratings[{index}]", errors):
-            records.append((f"ratings[{index}]", record))
+        for index, rating in enumerate(feedback.ratings)
+    ]
+    candidates += [
+        (
+            f"spans[{index}]",
+            SpanFeedback(
+                submission=submission,
+                response_id=span.response_id,
+                label_id=span.label_id,
+                start=span.start,
+                end=span.end,
+                severity=span.severity,
+                comment=span.comment,
+            ),
+        )
+        for index, span in enumerate(feedback.spans)
+    ]
+    candidates += [
+        (
+            f"texts[{index}]",
+            FreeTextFeedback(
+                submission=submission, response_id=text.response_id, mode=text.mode, text=text.text
+            ),
+        )
+        for index, text in enumerate(feedback.texts)
+    ]
+    records = [(path, record) for path, record in candidates if _check(record, path, errors)]
     if feedback.ranking:
-        record = RankingFeedback(submission=submission)
+        ranking = RankingFeedback(submission=submission)
         try:
-            record.clean_entries(list(feedback.ranking))
-            records.append(("ranking", record))
+            ranking.clean_entries(list(feedback.ranking))
+            records.append(("ranking", ranking))
         except ValidationError as exc:
             for messages in exc.message_dict.values():
                 errors.setdefault("ranking", []).extend(messages)
-    for index, span in enumerate(feedback.spans):
-        record = SpanFeedback(
-            submission=submission,
-            response_id=span.response_id,
-            label_id=span.label_id,
-            start=span.start,
-            end=span.end,
-            severity=span.severity,
-            comment=span.comment,
-        )
-        if _check(record, f"spans[{index}]", errors):
-            records.append((f"spans[{index}]", record))
-    for index, text in enumerate(feedback.texts):
-        record = FreeTextFeedback(
-            submission=submission, response_id=text.response_id, mode=text.mode, text=text.text
-        )
-        if _check(record, f"texts[{index}]", errors):
-            records.append((f"texts[{index}]", record))
     return records
 
 
