@@ -62,7 +62,9 @@ def seed(records: int) -> int:
     started = time.perf_counter()
     rng = random.Random(records)
     with transaction.atomic():
-        project = Project.objects.create(name=name, collects_pairwise=True)
+        project = Project.objects.create(
+            name=name, collects_pairwise=True, annotators_per_task=ANNOTATORS
+        )
         users = []
         for i in range(ANNOTATORS):
             user, _ = get_user_model().objects.get_or_create(username=f"bench-annotator-{i}")
@@ -122,13 +124,12 @@ def seed(records: int) -> int:
                             )
                         )
             with cursor.copy(
-                "COPY feedback_task (id, project_id, prompt_id, layout, priority, created_at)"
-                " FROM STDIN"
+                "COPY feedback_task (id, project_id, prompt_id, layout, priority, slots_taken,"
+                " is_full, created_at) FROM STDIN"
             ) as copy:
                 for i in range(prompts):
-                    copy.write_row(
-                        (ids["task"] + i, project.pk, ids["prompt"] + i, "pair", 0, "now")
-                    )
+                    task = (ids["task"] + i, project.pk, ids["prompt"] + i, "pair", 0)
+                    copy.write_row((*task, ANNOTATORS, True, "now"))
             with cursor.copy(
                 "COPY feedback_taskresponse (id, task_id, response_id, position) FROM STDIN"
             ) as copy:

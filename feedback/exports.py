@@ -415,12 +415,12 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 
 
 def _prompts(ids: set[int]) -> dict[int, PromptRef]:
-    rows = Prompt.objects.filter(pk__in=ids).values_list(*PROMPT_FIELDS)
+    rows = Prompt.objects.filter(pk__any=ids).values_list(*PROMPT_FIELDS)
     return {row[0]: PromptRef(*row) for row in rows}
 
 
 def _candidates(ids: set[int]) -> dict[int, Candidate]:
-    rows = Response.objects.filter(pk__in=ids).values_list("id", "text", "model_name")
+    rows = Response.objects.filter(pk__any=ids).values_list("id", "text", "model_name")
     return {row[0]: Candidate(*row) for row in rows}
 
 
@@ -869,7 +869,7 @@ def _raw_data(kind: str, data: dict[str, Any], responses: list[dict]) -> dict[st
 def _task_responses(task_ids: set[int]) -> dict[int, list[dict[str, Any]]]:
     responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
     links = (
-        TaskResponse.objects.filter(task_id__in=task_ids)
+        TaskResponse.objects.filter(task_id__any=task_ids)
         .order_by("task_id", "position")
         .values_list("task_id", "position", "response_id", "response__text", "response__model_name")
     )

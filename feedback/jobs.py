@@ -319,7 +319,7 @@ def job_cancel(*, job: Job) -> bool:
 def prompts_to_generate(*, job: Job, params: GenerateParams) -> list[Prompt]:
     prompts = Prompt.objects.filter(project=job.project_id)
     if params.prompt_ids is not None:
-        prompts = prompts.filter(pk__in=params.prompt_ids)
+        prompts = prompts.filter(pk__any=params.prompt_ids)
     return list(prompts.order_by("id"))
 
 
@@ -380,7 +380,7 @@ def tasks_to_judge(*, job: Job, params: JudgeParams) -> tuple[int, list[Task]]:
     layouts = {KIND_LAYOUT[kind] for kind in params.kinds}
     tasks = Task.objects.filter(project=job.project_id, layout__in=layouts)
     if params.task_ids is not None:
-        tasks = tasks.filter(pk__in=params.task_ids)
+        tasks = tasks.filter(pk__any=params.task_ids)
     total = tasks.count()
     pending = (
         tasks.exclude(

@@ -63,7 +63,7 @@ def judge_quality(*, project: Project, judge: Judge) -> JudgeQuality:
         )
     )
     human = PairwiseFeedback.objects.filter(
-        submission__annotator__isnull=False, submission__task_id__in=judged, **current
+        submission__annotator__isnull=False, submission__task_id__any=judged, **current
     ).values_list("submission__task_id", "choice")
     pairs = [(judged[task_id], choice) for task_id, choice in human]
 
@@ -90,7 +90,7 @@ def judge_quality(*, project: Project, judge: Judge) -> JudgeQuality:
 
     lengths: dict[int, dict[int, int]] = defaultdict(dict)
     for task_id, position, length in (
-        TaskResponse.objects.filter(task_id__in=judged)
+        TaskResponse.objects.filter(task_id__any=judged)
         .annotate(length=Length("response__text"))
         .values_list("task_id", "position", "length")
     ):

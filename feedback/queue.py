@@ -74,7 +74,7 @@ def leases_expire(*, now: datetime | None = None, limit: int = EXPIRE_BATCH) -> 
     )
     if not lapsed:
         return 0
-    Assignment.objects.filter(pk__in=[pk for pk, _ in lapsed]).update(
+    Assignment.objects.filter(pk__any=[pk for pk, _ in lapsed]).update(
         status=Status.EXPIRED, finished_at=now
     )
     _free_slots(Counter(task_id for _, task_id in lapsed))

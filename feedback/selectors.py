@@ -132,9 +132,11 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
     rater_fields = ("submission__annotator__username", "submission__judge__name")
 
     choices: dict[int, dict[str, str]] = defaultdict(dict)
-    for task_id, annotator, judge, choice in PairwiseFeedback.objects.filter(
-        in_project, sub
-    ).values_list("submission__task_id", *rater_fields, "choice"):
+    for task_id, annotator, judge, choice in (
+        PairwiseFeedback.objects.filter(in_project, sub)
+        .values_list("submission__task_id", *rater_fields, "choice")
+        .iterator(chunk_size=2000)
+    ):
         choices[task_id][_rater(annotator, judge)] = choice
     kappas = agreement.by_rater_pairs(choices, agreement.cohen_kappa, per_item=False)
 
@@ -143,6 +145,7 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
         RatingFeedback.objects.filter(in_project, sub)
         .order_by("aspect__position", "aspect_id")
         .values_list("aspect__name", "response_id", *rater_fields, "value")
+        .iterator(chunk_size=2000)
     ):
         by_aspect[aspect][response_id][_rater(annotator, judge)] = value
 
@@ -159,6 +162,7 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
             "ranking__submission__judge__name",
             "response_id",
         )
+        .iterator(chunk_size=2000)
     ):
         orders[task_id][_rater(annotator, judge)].append(response_id)
     taus = agreement.by_rater_pairs(orders, agreement.kendall_tau, per_item=True)
@@ -213,14 +217,16 @@ def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str
         "end",
         "label__name",
     )
-    for task_id, response_id, annotator, judge, start, end, label in marked:
+    for task_id, response_id, annotator, judge, start, end, label in marked.iterator(
+        chunk_size=2000
+    ):
         spans[(task_id, response_id)].setdefault(_rater(annotator, judge), []).append(
             (start, end, label)
         )
     keys_by_task: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for key in spans:
         keys_by_task[key[0]].append(key)
-    seen = Submission.objects.filter(_current("", sources), task_id__in=keys_by_task).values_list(
+    seen = Submission.objects.filter(_current("", sources), task_id__any=keys_by_task).values_list(
         "task_id", "annotator__username", "judge__name"
     )
     for task_id, annotator, judge in seen:

@@ -311,10 +311,10 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     task of that layout already shows. Running it twice creates nothing the second time.
     """
     # Two jobs finishing on the same prompts would both see the tasks missing.
-    list(Prompt.objects.select_for_update().filter(pk__in=prompt_ids).values_list("pk"))
+    list(Prompt.objects.select_for_update().filter(pk__any=prompt_ids).values_list("pk"))
     responses: dict[int, list[int]] = defaultdict(list)
     for prompt_id, response_id in (
-        Response.objects.filter(prompt_id__in=prompt_ids)
+        Response.objects.filter(prompt_id__any=prompt_ids)
         .order_by("id")
         .values_list("prompt_id", "id")
     ):
@@ -323,7 +323,7 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     members: dict[int, set[int]] = defaultdict(set)
     layout_of: dict[int, tuple[int, str]] = {}
     for task_id, prompt_id, layout, response_id in TaskResponse.objects.filter(
-        task__prompt_id__in=prompt_ids, task__project=project
+        task__prompt_id__any=prompt_ids, task__project=project
     ).values_list("task_id", "task__prompt_id", "task__layout", "response_id"):
         members[task_id].add(response_id)
         layout_of[task_id] = (prompt_id, layout)
@@ -499,7 +499,7 @@ def responses_bulk_create(
                 errors.append(RowError(line, where, message, "row"))
     prompts = Prompt.objects.filter(project=project)
     ids = set(
-        prompts.filter(pk__in={row.prompt_id for _, row in parsed if row.prompt_id}).values_list(
+        prompts.filter(pk__any={row.prompt_id for _, row in parsed if row.prompt_id}).values_list(
             "pk", flat=True
         )
     )

@@ -1,0 +1,31 @@
+"""`field__any=[...]`: membership in a list sent as one array parameter on PostgreSQL.
+
+`__in` with thousands of ids puts one placeholder per id in the SQL, which psycopg parses
+and PostgreSQL plans anew for every batch; in the exports that cost a quarter of the time.
+Other databases fall back to `IN (...)`.
+"""
+
+from django.db.models import ForeignKey, IntegerField, Lookup
+
+
+class AnyOf(Lookup):
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def get_prep_lookup(self):
+        return list(self.rhs)
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        if not self.rhs:
+            return "1 = 0", []
+        placeholders = ", ".join(["%s"] * len(self.rhs))
+        return f"{lhs} IN ({placeholders})", [*lhs_params, *self.rhs]
+
+    def as_postgresql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", [*lhs_params, self.rhs]
+
+
+IntegerField.register_lookup(AnyOf)
+ForeignKey.register_lookup(AnyOf)
