@@ -17,6 +17,28 @@ from pydantic import (
     model_validator,
 )
 
+NUL_MESSAGE = "contains the NUL character (\\u0000), which PostgreSQL cannot store"
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where in a parsed JSON value a string holds NUL ("responses.0.text"), else None."""
+    if isinstance(value, str):
+        return (path or "value") if "\x00" in value else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        name = str(key).replace("\x00", "\\u0000")
+        here = f"{path}.{name}" if path else name
+        if name != str(key):
+            return here
+        if found := nul_path(item, here):
+            return found
+    return None
+
 
 def _not_blank(value: str) -> str:
     if not value.strip():

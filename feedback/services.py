@@ -8,11 +8,13 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.apps import apps
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from feedback.models import (
@@ -32,7 +34,9 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
-from feedback.schemas import CandidateRow, ImportedRow
+from feedback.schemas import NUL_MESSAGE, CandidateRow, ImportedRow, nul_path
+
+Row = TypeVar("Row", bound=BaseModel)
 
 
 class FeedbackError(Exception):
@@ -388,15 +392,18 @@ class ImportResult:
     prompt_ids: list[int] = field(default_factory=list)
 
 
-def rows_validate(
-    rows: Iterable[tuple[int, dict]], unit: str = "line"
-) -> tuple[list[tuple[int, ImportedRow]], list[RowError]]:
-    """Parse raw rows (line number, dict) into ImportedRow, collecting every error."""
-    parsed: list[tuple[int, ImportedRow]] = []
+def rows_parse(
+    schema: type[Row], rows: Iterable[tuple[int, dict]], unit: str
+) -> tuple[list[tuple[int, Row]], list[RowError]]:
+    """Parse raw rows (line number, dict) into `schema`, collecting every error."""
+    parsed: list[tuple[int, Row]] = []
     errors: list[RowError] = []
     for line, raw in rows:
+        if where := nul_path(raw):
+            errors.append(RowError(line, where, NUL_MESSAGE, unit))
+            continue
         try:
-            parsed.append((line, ImportedRow.model_validate(raw)))
+            parsed.append((line, schema.model_validate(raw)))
         except PydanticError as exc:
             for error in exc.errors():
                 where = ".".join(str(part) for part in error["loc"]) or "row"
@@ -418,7 +425,7 @@ def prompts_import(
     `rows` yields (line number, raw dict) as the readers in feedback.io produce them; a
     reader's own parse errors arrive as ImportRejected before anything is written.
     """
-    parsed, errors = rows_validate(rows, unit)
+    parsed, errors = rows_parse(ImportedRow, rows, unit)
     seen: dict[str, int] = {}
     existing = set(
         Prompt.objects.filter(
@@ -487,16 +494,7 @@ def responses_bulk_create(
     Every row is checked before anything is written; errors name the row and the field.
     With `create_tasks`, each prompt's new responses get the tasks the project collects on.
     """
-    parsed: list[tuple[int, CandidateRow]] = []
-    errors: list[RowError] = []
-    for line, raw in rows:
-        try:
-            parsed.append((line, CandidateRow.model_validate(raw)))
-        except PydanticError as exc:
-            for error in exc.errors():
-                where = ".".join(str(part) for part in error["loc"]) or "row"
-                message = error["msg"].removeprefix("Value error, ")
-                errors.append(RowError(line, where, message, "row"))
+    parsed, errors = rows_parse(CandidateRow, rows, "row")
     prompts = Prompt.objects.filter(project=project)
     ids = set(
         prompts.filter(pk__any={row.prompt_id for _, row in parsed if row.prompt_id}).values_list(

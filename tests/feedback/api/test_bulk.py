@@ -84,7 +84,8 @@ def test_new_responses_get_the_tasks_the_project_collects_on(admin_client, proje
 def test_text_with_a_nul_character_is_refused_not_a_server_error(admin_client, project):
     response = admin_client.post(
         reverse("api:prompt-list", args=[project.pk]),
-        {"rows": [{"prompt": "bad\u0000", "responses": ["x"]}]},
+        {"rows": [{"prompt": "fine", "responses": ["x"]}, {"prompt": "bad\u0000"}]},
         format="json",
     )
     assert response.status_code == 400
+    assert response.json()["detail"].startswith("rows.1.prompt: contains the NUL character")

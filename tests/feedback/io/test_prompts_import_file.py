@@ -140,3 +140,18 @@ def test_id_already_in_the_project_is_refused(project):
 def test_unknown_extension_is_refused(project):
     error = rejected(project, io.BytesIO(b"x"), "data.xlsx")
     assert "unknown file type" in str(error)
+
+
+def test_nul_character_in_a_file_is_refused_with_line_and_field(project):
+    PromptFactory(project=project, external_id="kept")
+    rows = [ROWS[0], {"prompt": "Fine?", "responses": ["ok", {"text": "bad\u0000", "model": "m"}]}]
+    error = rejected(project, jsonl(rows), "data.jsonl")
+    assert [(e.line, e.field) for e in error.row_errors] == [(2, "responses.1.text")]
+    assert "NUL" in error.row_errors[0].message
+    assert list(Prompt.objects.values_list("external_id", flat=True)) == ["kept"]
+
+
+def test_nul_character_in_a_csv_metadata_key_is_refused(project):
+    text = 'id,prompt,metadata\nq1,Fine?,"{""to\\u0000pic"": 1}"\n'
+    error = rejected(project, io.BytesIO(text.encode()), "d.csv")
+    assert [(e.line, e.field) for e in error.row_errors] == [(2, "metadata.to\\u0000pic")]
