@@ -337,26 +337,28 @@ def _trace(preference: Preference) -> dict[str, Any]:
     votes = preference.votes
     if len(votes) == 1:
         vote = votes[0]
-        return {
-            "prompt_id": preference.prompt.id,
-            "prompt_external_id": preference.prompt.external_id,
-            "task_ids": sorted(set(vote.task_ids)),
-            "submission_ids": sorted(set(vote.submission_ids)),
-            "record_ids": sorted(set(vote.record_ids)),
-            "sources": sorted(set(vote.sources)),
-            "votes": 1,
-            "agreement": preference.agreement,
-        }
+        task_ids, submission_ids = vote.task_ids, vote.submission_ids
+        record_ids, sources = vote.record_ids, vote.sources
+    else:
+        task_ids = tuple(tid for vote in votes for tid in vote.task_ids)
+        submission_ids = tuple(sid for vote in votes for sid in vote.submission_ids)
+        record_ids = tuple(rid for vote in votes for rid in vote.record_ids)
+        sources = tuple(source for vote in votes for source in vote.sources)
     return {
         "prompt_id": preference.prompt.id,
         "prompt_external_id": preference.prompt.external_id,
-        "task_ids": sorted({tid for vote in votes for tid in vote.task_ids}),
-        "submission_ids": sorted({sid for vote in votes for sid in vote.submission_ids}),
-        "record_ids": sorted({rid for vote in votes for rid in vote.record_ids}),
-        "sources": sorted({source for vote in votes for source in vote.sources}),
+        "task_ids": _distinct(task_ids),
+        "submission_ids": _distinct(submission_ids),
+        "record_ids": _distinct(record_ids),
+        "sources": _distinct(sources),
         "votes": len(votes),
         "agreement": preference.agreement,
     }
+
+
+def _distinct(values: tuple) -> list:
+    """Sorted without repeats; most rows trace back to one record."""
+    return [values[0]] if len(values) == 1 else sorted(set(values))
 
 
 def _votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
@@ -470,16 +472,14 @@ def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator
             row["margin"] = float(preference.margin)
         if options.ties == Ties.KEEP:
             row["tie"] = preference.tie
-        row.update(
-            chosen_response_id=preference.chosen.id,
-            rejected_response_id=preference.rejected.id,
-            chosen_model=preference.chosen.model,
-            rejected_model=preference.rejected.model,
-            **_trace(preference),
-            prompt_chars=_prompt_chars(preference.prompt),
-            chosen_chars=len(preference.chosen.text),
-            rejected_chars=len(preference.rejected.text),
-        )
+        row["chosen_response_id"] = preference.chosen.id
+        row["rejected_response_id"] = preference.rejected.id
+        row["chosen_model"] = preference.chosen.model
+        row["rejected_model"] = preference.rejected.model
+        row |= _trace(preference)
+        row["prompt_chars"] = _prompt_chars(preference.prompt)
+        row["chosen_chars"] = len(preference.chosen.text)
+        row["rejected_chars"] = len(preference.rejected.text)
         yield row
 
 
