@@ -184,12 +184,10 @@ def _next_id(cursor, table: str) -> int:
 
 def run_export(project_id: int, fmt: str) -> dict:
     """In this (fresh) process: stream the export, keep nothing, measure."""
-    from config.runtime import tune_garbage_collector
     from feedback.exports import ExportOptions, Shape, export_rows
     from feedback.io import export_jsonl, export_parquet
     from feedback.models import Project
 
-    tune_garbage_collector()  # as the web processes do (config/wsgi.py)
     writer = {"jsonl": export_jsonl, "parquet": export_parquet}[fmt]
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     project = Project.objects.get(pk=project_id)

@@ -1,4 +1,4 @@
-"""Process-wide tuning that every serving entry point applies: web (wsgi) and Celery workers."""
+"""Process-wide tuning, applied when the `config` package loads: web, workers, commands."""
 
 import gc
 
