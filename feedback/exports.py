@@ -16,10 +16,13 @@ block and typed in a later one.
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import json
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -133,7 +136,48 @@ def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[st
         Shape.RANKINGS: _ranking_rows,
         Shape.SPANS: _span_rows,
     }
-    return builders[options.shape](project, options, chat)
+    return _with_fewer_collections(builders[options.shape](project, options, chat))
+
+
+class _CollectorThresholds:
+    """Raises the garbage collector's thresholds while any export streams in the process.
+
+    CPython collects its youngest generation every 700 allocations. An export allocates
+    dozens of objects a row and holds a batch of rows, so the collector ran every few rows
+    and walked the batch each time: a third of a JSONL export's CPU time, half of a Parquet
+    one's. Only while rows stream: raised for good, it slowed the annotators' requests
+    (annotate_load p95 up 3-6 ms).
+    """
+
+    RAISED = (50_000, 20, 20)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._saved = gc.get_threshold()
+
+    @contextmanager
+    def raised(self) -> Iterator[None]:
+        with self._lock:
+            if self._streams == 0:
+                self._saved = gc.get_threshold()
+                gc.set_threshold(*self.RAISED)
+            self._streams += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streams -= 1
+                if self._streams == 0:
+                    gc.set_threshold(*self._saved)
+
+
+_COLLECTOR = _CollectorThresholds()
+
+
+def _with_fewer_collections(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    with _COLLECTOR.raised():
+        yield from rows
 
 
 def _chat_form(project: Project, form: Form) -> bool:
