@@ -9,6 +9,7 @@ from feedback.io import prompts_import_file
 from feedback.models import (
     Job,
     Judge,
+    JudgeOutput,
     Project,
     ProjectMember,
     Prompt,
@@ -139,6 +140,37 @@ class TaskAdmin(admin.ModelAdmin):
 @admin.register(Judge)
 class JudgeAdmin(admin.ModelAdmin):
     list_display = ["name", "backend", "model_name"]
+
+
+class ParsedFilter(admin.SimpleListFilter):
+    title = "parsed"
+    parameter_name = "parsed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Stored as feedback"), ("no", "Could not be parsed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(parse_error="")
+        if self.value() == "no":
+            return queryset.exclude(parse_error="")
+        return queryset
+
+
+@admin.register(JudgeOutput)
+class JudgeOutputAdmin(admin.ModelAdmin):
+    """What judges said, read-only: where to look when a judge's verdicts go missing."""
+
+    list_display = ["id", "judge", "job", "task", "kind", "swapped", "parse_error", "created_at"]
+    list_filter = [ParsedFilter, "judge", "kind"]
+    search_fields = ["raw_output", "parse_error"]
+    list_select_related = ["judge", "job", "task"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Job)
