@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from statistics import fmean
 from typing import Any
 
@@ -27,36 +27,48 @@ def _defined(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
-    """Cohen's kappa of two raters' labels on the same items (sklearn)."""
-    if len(a) < 2:
+def cohen_kappa_table(table: Mapping[tuple[Hashable, Hashable], int]) -> float | None:
+    """Cohen's kappa from counts of (label of rater a, label of rater b) (sklearn, weighted),
+    so that a database can count the pairs instead of shipping every label."""
+    cells = [(x, y, n) for (x, y), n in table.items() if n]
+    if sum(n for _, _, n in cells) < 2:
         return None
-    if len(set(a) | set(b)) == 1:  # both always gave the same single label: kappa is 0/0
-        return None
-    return _defined(cohen_kappa_score([str(x) for x in a], [str(x) for x in b]))
+    if len({x for x, _, _ in cells} | {y for _, y, _ in cells}) == 1:
+        return None  # both always gave the same single label: kappa is 0/0
+    return _defined(
+        cohen_kappa_score(
+            [str(x) for x, _, _ in cells],
+            [str(y) for _, y, _ in cells],
+            sample_weight=[n for _, _, n in cells],
+        )
+    )
 
 
-def fleiss_kappa(items: Sequence[Sequence[Hashable]]) -> float | None:
+def fleiss_kappa(items: Iterable[Sequence[Hashable] | Mapping[Hashable, int]]) -> float | None:
     """Fleiss' kappa over items each labelled by two or more raters.
 
-    Items may have different numbers of raters: each item's agreement is computed over its
-    own rater pairs (Fleiss 1971, with n varying by item).
+    An item is its labels, or counts per label. Items may have different numbers of raters:
+    each item's agreement is computed over its own rater pairs (Fleiss 1971, with n varying
+    by item). One pass, so items can stream from the database.
     """
-    items = [labels for labels in items if len(labels) >= 2]
-    if not items:
-        return None
     totals: Counter[Hashable] = Counter()
-    observed = []
-    for labels in items:
-        counts = Counter(labels)
+    observed_sum = 0.0
+    count = 0
+    for item in items:
+        counts = item if isinstance(item, Mapping) else Counter(item)
+        n = sum(counts.values())
+        if n < 2:
+            continue
         totals.update(counts)
-        n = len(labels)
-        observed.append((sum(c * c for c in counts.values()) - n) / (n * (n - 1)))
+        observed_sum += (sum(c * c for c in counts.values()) - n) / (n * (n - 1))
+        count += 1
+    if not count:
+        return None
     all_labels = sum(totals.values())
-    expected = sum((count / all_labels) ** 2 for count in totals.values())
+    expected = sum((total / all_labels) ** 2 for total in totals.values())
     if expected == 1:
         return None
-    return (fmean(observed) - expected) / (1 - expected)
+    return (observed_sum / count - expected) / (1 - expected)
 
 
 def krippendorff_alpha(ratings: Ratings, level: str = "interval") -> float | None:
@@ -108,29 +120,18 @@ def _labelled_chars(spans: Sequence[Span]) -> set[tuple[int, str]]:
 
 
 def by_rater_pairs(
-    ratings: Ratings,
-    metric: Callable[[Sequence[Any], Sequence[Any]], float | None],
-    *,
-    per_item: bool,
+    ratings: Ratings, metric: Callable[[Any, Any], float | None]
 ) -> dict[tuple[Hashable, Hashable], float]:
-    """The metric for each two raters who share items.
-
-    `per_item=False` passes the two raters' label sequences over their shared items (kappa);
-    `per_item=True` applies it item by item and averages (tau, span F1).
-    """
+    """The metric item by item, averaged, for each two raters who share items (tau, F1)."""
     shared: dict[tuple[Hashable, Hashable], list[tuple[Any, Any]]] = defaultdict(list)
     for by_rater in ratings.values():
         for r1, r2 in itertools.combinations(sorted(by_rater, key=str), 2):
             shared[(r1, r2)].append((by_rater[r1], by_rater[r2]))
     scores: dict[tuple[Hashable, Hashable], float] = {}
     for pair, labels in shared.items():
-        if per_item:
-            values = [v for v in (metric(a, b) for a, b in labels) if v is not None]
-            score = fmean(values) if values else None
-        else:
-            score = metric([a for a, _ in labels], [b for _, b in labels])
-        if score is not None:
-            scores[pair] = score
+        values = [v for v in (metric(a, b) for a, b in labels) if v is not None]
+        if values:
+            scores[pair] = fmean(values)
     return scores
 
 

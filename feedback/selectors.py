@@ -1,19 +1,24 @@
 """Reads of the feedback domain used in more than one place."""
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import F, FilteredRelation, Prefetch, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 
 from feedback import agreement
 from feedback.models import (
     Assignment,
     FeedbackKind,
     FreeTextFeedback,
+    Judge,
     PairwiseFeedback,
     Project,
     ProjectMember,
@@ -131,14 +136,10 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
     in_project = Q(submission__task__project=project)
     rater_fields = ("submission__annotator__username", "submission__judge__name")
 
-    choices: dict[int, dict[str, str]] = defaultdict(dict)
-    for task_id, annotator, judge, choice in (
-        PairwiseFeedback.objects.filter(in_project, sub)
-        .values_list("submission__task_id", *rater_fields, "choice")
-        .iterator(chunk_size=2000)
-    ):
-        choices[task_id][_rater(annotator, judge)] = choice
-    kappas = agreement.by_rater_pairs(choices, agreement.cohen_kappa, per_item=False)
+    choices = _pairwise_choices(PairwiseFeedback.objects.filter(in_project, sub))
+    kappas = _choice_kappas(choices)
+    splits = _choice_splits(choices)
+    items = itertools.chain.from_iterable(itertools.repeat(split, tasks) for split, tasks in splits)
 
     by_aspect: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for aspect, response_id, annotator, judge, value in (
@@ -165,15 +166,15 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
         .iterator(chunk_size=2000)
     ):
         orders[task_id][_rater(annotator, judge)].append(response_id)
-    taus = agreement.by_rater_pairs(orders, agreement.kendall_tau, per_item=True)
+    taus = agreement.by_rater_pairs(orders, agreement.kendall_tau)
 
     span_sets = _span_sets(project, sources)
-    f1s = agreement.by_rater_pairs(span_sets, agreement.span_f1, per_item=True)
+    f1s = agreement.by_rater_pairs(span_sets, agreement.span_f1)
 
     return {
         "pairwise": {
-            "items": sum(len(raters) >= 2 for raters in choices.values()),
-            "fleiss_kappa": agreement.fleiss_kappa([list(r.values()) for r in choices.values()]),
+            "items": sum(tasks for split, tasks in splits if sum(split.values()) >= 2),
+            "fleiss_kappa": agreement.fleiss_kappa(items),
             "mean_cohen_kappa": agreement.mean_or_none(list(kappas.values())),
             "raters": agreement.per_rater(kappas),
         },
@@ -197,6 +198,69 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
             "raters": agreement.per_rater(f1s),
         },
     }
+
+
+# Pairwise agreement is counted in the database: a million choices become a few dozen
+# (rater, rater, choice, choice) counts and the few distinct (A, B, tie) splits of a task.
+# Raters are ids there (a judge's negated), names only for the answer.
+
+
+def _pairwise_choices(records: QuerySet) -> tuple[str, list]:
+    """SQL and parameters of (task, rater, choice) rows."""
+    rows = records.annotate(
+        task=F("submission__task_id"),
+        rater=Coalesce(F("submission__annotator_id"), -F("submission__judge_id")),
+    ).values("task", "rater", "choice")
+    sql, params = rows.query.sql_with_params()
+    return sql, list(params)
+
+
+def _rater_names(ids: set[int]) -> dict[int, str]:
+    names = dict(get_user_model().objects.filter(pk__any=ids).values_list("pk", "username"))
+    judges = Judge.objects.filter(pk__any={-rater for rater in ids if rater < 0})
+    names.update({-pk: _rater(None, name) for pk, name in judges.values_list("pk", "name")})
+    return names
+
+
+def _choice_kappas(choices: tuple[str, list]) -> dict[tuple[str, str], float]:
+    """Cohen's kappa of every two raters, from how often their choices met on a task."""
+    sql, params = choices
+    tables: dict[tuple[int, int], dict[tuple, int]] = defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH c AS ({sql}) SELECT a.rater, b.rater, a.choice, b.choice, COUNT(*)"
+            " FROM c a JOIN c b ON a.task = b.task AND a.rater < b.rater GROUP BY 1, 2, 3, 4",
+            params,
+        )
+        for rater_a, rater_b, choice_a, choice_b, count in cursor.fetchall():
+            tables[(rater_a, rater_b)][(choice_a, choice_b)] = count
+    names = _rater_names({rater for pair in tables for rater in pair})
+    kappas = {}
+    for (rater_a, rater_b), table in tables.items():
+        if (kappa := agreement.cohen_kappa_table(table)) is not None:
+            kappas[(names[rater_a], names[rater_b])] = kappa
+    return kappas
+
+
+def _choice_splits(choices: tuple[str, list]) -> list[tuple[dict[str, int], int]]:
+    """Each distinct split of a task's choices ({"A": 2, "B": 1}) and how many tasks have it."""
+    sql, params = choices
+    labels = PairwiseFeedback.Choice.values
+    per_label = ", ".join(
+        f"SUM(CASE WHEN c.choice = %s THEN 1 ELSE 0 END) AS n{index}"
+        for index in range(len(labels))
+    )
+    columns = ", ".join(f"n{index}" for index in range(len(labels)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH c AS ({sql}) SELECT {columns}, COUNT(*) FROM"
+            f" (SELECT {per_label} FROM c GROUP BY c.task) AS per_task GROUP BY {columns}",
+            [*params, *labels],
+        )
+        return [
+            ({label: n for label, n in zip(labels, row[:-1], strict=True) if n}, row[-1])
+            for row in cursor.fetchall()
+        ]
 
 
 def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str, list]]:

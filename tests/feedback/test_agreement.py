@@ -6,14 +6,23 @@ from feedback import agreement
 
 
 def test_cohen_kappa_is_one_for_identical_labels_and_undefined_for_one_label():
-    assert agreement.cohen_kappa(["A", "B", "A"], ["A", "B", "A"]) == 1.0
-    assert agreement.cohen_kappa(["A", "A"], ["A", "A"]) is None
+    assert agreement.cohen_kappa_table({("A", "A"): 2, ("B", "B"): 1}) == 1.0
+    assert agreement.cohen_kappa_table({("A", "A"): 2}) is None
+
+
+def test_cohen_kappa_from_counted_pairs_matches_a_hand_computed_case():
+    table = {("A", "A"): 20, ("A", "B"): 5, ("B", "A"): 10, ("B", "B"): 15}
+    # observed 35/50 = 0.7; expected 0.5 * 0.6 + 0.5 * 0.4 = 0.5
+    assert agreement.cohen_kappa_table(table) == pytest.approx(0.4)
+    assert agreement.cohen_kappa_table({("A", "B"): 1}) is None
 
 
 def test_fleiss_kappa_matches_a_hand_computed_case():
     items = [["A", "A"], ["A", "B"], ["B", "B"], ["B", "B"]]
     # P = 0.75, expected = (3/8)^2 + (5/8)^2 = 0.53125
     assert agreement.fleiss_kappa(items) == pytest.approx((0.75 - 0.53125) / (1 - 0.53125))
+    counted = [{"A": 2}, {"A": 1, "B": 1}, {"B": 2}, {"B": 2}]
+    assert agreement.fleiss_kappa(iter(counted)) == agreement.fleiss_kappa(items)
 
 
 def test_fleiss_kappa_handles_items_with_different_numbers_of_raters():
@@ -50,7 +59,7 @@ def test_span_f1_counts_characters_with_the_same_label():
 
 def test_per_rater_averages_each_raters_pairs():
     ratings = {1: {"a": "A", "b": "A", "c": "B"}, 2: {"a": "B", "b": "B", "c": "B"}}
-    pairs = agreement.by_rater_pairs(ratings, lambda x, y: float(x == y), per_item=True)
+    pairs = agreement.by_rater_pairs(ratings, lambda x, y: float(x == y))
     assert pairs == {("a", "b"): 1.0, ("a", "c"): 0.5, ("b", "c"): 0.5}
     assert agreement.per_rater(pairs) == {"a": 0.75, "b": 0.75, "c": 0.5}
 
