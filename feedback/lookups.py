@@ -13,7 +13,12 @@ class AnyOf(Lookup):
     prepare_rhs = False
 
     def get_prep_lookup(self):
-        return list(self.rhs)
+        if isinstance(self.rhs, str | bytes) or hasattr(self.rhs, "resolve_expression"):
+            raise TypeError("__any takes a collection of values; use __in for a subquery.")
+        field = self.lhs.output_field
+        # As __in: instances stand for their key, and None matches nothing.
+        values = (getattr(value, "pk", value) for value in self.rhs)
+        return [field.get_prep_value(value) for value in values if value is not None]
 
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
