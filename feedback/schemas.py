@@ -22,8 +22,9 @@ NUL_MESSAGE = "contains the NUL character (\\u0000), which PostgreSQL cannot sto
 
 def nul_path(value: Any, path: str = "") -> str | None:
     """Where in a parsed JSON value a string holds NUL ("responses.0.text"), else None."""
-    if isinstance(value, str):
-        return (path or "value") if "\x00" in value else None
+    if isinstance(value, str | bytes | bytearray):  # Parquet binary columns arrive as bytes
+        nul = "\x00" if isinstance(value, str) else b"\x00"
+        return (path or "value") if nul in value else None
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list | tuple):

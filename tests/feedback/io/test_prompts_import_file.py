@@ -155,3 +155,10 @@ def test_nul_character_in_a_csv_metadata_key_is_refused(project):
     text = 'id,prompt,metadata\nq1,Fine?,"{""to\\u0000pic"": 1}"\n'
     error = rejected(project, io.BytesIO(text.encode()), "d.csv")
     assert [(e.line, e.field) for e in error.row_errors] == [(2, "metadata.to\\u0000pic")]
+
+
+def test_nul_character_in_a_parquet_binary_column_is_refused(project):
+    rows = [{"id": "a", "prompt": b"Fine?"}, {"id": "b", "prompt": b"bad\x00"}]
+    error = rejected(project, parquet(rows), "bin.parquet")
+    assert [(e.unit, e.line, e.field) for e in error.row_errors] == [("row", 2, "prompt")]
+    assert not Prompt.objects.exists()
