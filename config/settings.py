@@ -78,11 +78,6 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side cursors (`.iterator()`) only serve exports and agreement, which read every
-    # row: plan them for all rows, not for a fast first tenth (PostgreSQL's default), which
-    # walked the whole feedback table by primary key when other projects were large.
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c cursor_tuple_fraction=1"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis when given (shared by all web processes), else memory local to each process.
