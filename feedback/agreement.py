@@ -136,12 +136,12 @@ def by_rater_pairs(
 
 
 def per_rater(pair_scores: Mapping[tuple[Hashable, Hashable], float]) -> dict[Hashable, float]:
-    """Each rater's mean score with the others."""
+    """Each rater's mean score with the others, raters in name order."""
     collected: dict[Hashable, list[float]] = defaultdict(list)
     for (r1, r2), score in pair_scores.items():
         collected[r1].append(score)
         collected[r2].append(score)
-    return {rater: fmean(scores) for rater, scores in collected.items()}
+    return {rater: fmean(collected[rater]) for rater in sorted(collected, key=str)}
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
