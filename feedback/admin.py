@@ -165,12 +165,16 @@ class JudgeOutputAdmin(admin.ModelAdmin):
     list_filter = [ParsedFilter, "judge", "kind"]
     search_fields = ["raw_output", "parse_error"]
     list_select_related = ["judge", "job", "task"]
+    ordering = ["-id"]
 
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a job reruns the calls whose outputs are gone
 
 
 @admin.register(Job)

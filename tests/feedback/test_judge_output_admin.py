@@ -1,4 +1,4 @@
-"""Admins read what judges said, failures first, with model output escaped."""
+"""Admins read what judges said, newest first, with model output escaped and nothing editable."""
 
 import pytest
 from django.urls import reverse
@@ -44,3 +44,6 @@ def test_an_output_shows_read_only_and_escaped(client, outputs):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)" not in html
     assert client.post(url, {"raw_output": "changed"}).status_code == 403
+    delete = reverse("admin:feedback_judgeoutput_delete", args=[outputs[1].pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert JudgeOutput.objects.count() == 2
