@@ -60,9 +60,10 @@ def main() -> int:
             text=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        kappa = "undefined" if r["fleiss_kappa"] is None else f"{r['fleiss_kappa']:.4f}"
         print(
             f"{size:>10,} {r['items']:>8,} {r['seconds']:>6.1f} {r['baseline_mb']:>8.0f}"
-            f" {r['peak_mb']:>8.0f}  {r['fleiss_kappa']:.4f}",
+            f" {r['peak_mb']:>8.0f}  {kappa}",
             flush=True,
         )
     return 0

@@ -146,7 +146,8 @@ class _CollectorThresholds:
     dozens of objects a row and holds a batch of rows, so the collector ran every few rows
     and walked the batch each time: a third of a JSONL export's CPU time, half of a Parquet
     one's. Only while rows stream: raised for good, it slowed the annotators' requests
-    (annotate_load p95 up 3-6 ms).
+    (annotate_load p95 up 3-6 ms). A download that stalls keeps them raised for the process
+    until its response closes.
     """
 
     RAISED = (50_000, 20, 20)
