@@ -229,8 +229,7 @@ def _choice_kappas(choices: tuple[str, list]) -> dict[tuple[str, str], float]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH c AS ({sql}) SELECT a.rater, b.rater, a.choice, b.choice, COUNT(*)"
-            " FROM c a JOIN c b ON a.task = b.task AND a.rater < b.rater GROUP BY 1, 2, 3, 4"
-            " ORDER BY 1, 2, 3, 4",
+            " FROM c a JOIN c b ON a.task = b.task AND a.rater < b.rater GROUP BY 1, 2, 3, 4",
             params,
         )
         for rater_a, rater_b, choice_a, choice_b, count in cursor.fetchall():
