@@ -42,6 +42,7 @@ from feedback.models import (
     SpanFeedback,
     TaskResponse,
 )
+from feedback.selectors import current_from
 from feedback.services import FeedbackError
 
 CHUNK = 2000  # rows per server-side cursor fetch
@@ -228,16 +229,6 @@ def _prompt_fields(prefix: str) -> list[str]:
     return [f"{prefix}{name}" for name in PROMPT_FIELDS]
 
 
-def _source_filter(prefix: str, options: ExportOptions) -> Q:
-    """Current submissions only, from the sources asked for."""
-    q = Q(**{f"{prefix}is_current": True})
-    if options.sources == Sources.ANNOTATORS:
-        q &= Q(**{f"{prefix}annotator__isnull": False})
-    elif options.sources == Sources.JUDGES:
-        q &= Q(**{f"{prefix}judge__isnull": False})
-    return q
-
-
 def _source(annotator: str | None, judge: str | None) -> str:
     return f"judge:{judge}" if judge is not None else f"annotator:{annotator}"
 
@@ -422,7 +413,7 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
     links = "submission__task__links"
     rows = (
         PairwiseFeedback.objects.filter(
-            _source_filter("submission__", options), submission__task__project=project
+            current_from("submission__", options.sources), submission__task__project=project
         )
         .annotate(
             first=FilteredRelation(links, condition=Q(submission__task__links__position=0)),
@@ -573,7 +564,7 @@ def _rankings(project: Project, options: ExportOptions, *, by_task: bool) -> Ite
     ordering = ("ranking__submission__task_id",) if by_task else ()
     rows = (
         RankingEntry.objects.filter(
-            _source_filter("ranking__submission__", options),
+            current_from("ranking__submission__", options.sources),
             ranking__submission__task__project=project,
         )
         .order_by(*ordering, "ranking_id", "rank")
@@ -633,7 +624,7 @@ def _ranking_rows(project: Project, options: ExportOptions, chat: bool) -> Itera
 
 
 def _ratings(project: Project, options: ExportOptions, *, by_prompt: bool):
-    filters = Q(submission__task__project=project) & _source_filter("submission__", options)
+    filters = Q(submission__task__project=project) & current_from("submission__", options.sources)
     if options.aspect:
         filters &= Q(aspect__name=options.aspect)
     ordering = ("submission__task__prompt_id",) if by_prompt else ()
@@ -768,7 +759,7 @@ def _score_votes(prompt: PromptRef, scored: list[Scored], pooled: bool) -> Itera
 def _span_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
     rows = (
         SpanFeedback.objects.filter(
-            _source_filter("submission__", options), submission__task__project=project
+            current_from("submission__", options.sources), submission__task__project=project
         )
         .order_by("submission_id", "response_id", "start", "end", "id")
         .values_list(
@@ -851,7 +842,7 @@ def _raw_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[
     The kind's own fields travel as a JSON object in `data`, so that one file holds every
     kind with one column layout. `duration_ms` is -1 where none was measured.
     """
-    base = Q(submission__task__project=project) & _source_filter("submission__", options)
+    base = Q(submission__task__project=project) & current_from("submission__", options.sources)
     kinds = [
         ("pairwise", PairwiseFeedback, ("choice", "strength")),
         ("rating", RatingFeedback, RATING_FIELDS),

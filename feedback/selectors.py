@@ -118,7 +118,8 @@ def _rater(annotator: str | None, judge: str | None) -> str:
     return f"judge:{judge}" if judge is not None else str(annotator)
 
 
-def _current(prefix: str, sources: str) -> Q:
+def current_from(prefix: str, sources: str) -> Q:
+    """Current submissions only, from `sources`: all, annotators or judges."""
     q = Q(**{f"{prefix}is_current": True})
     if sources == "annotators":
         q &= Q(**{f"{prefix}annotator__isnull": False})
@@ -132,7 +133,7 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
 
     Raters are usernames, or `judge:<name>` for LLM judges (with sources=judges or all).
     """
-    sub = _current("submission__", sources)
+    sub = current_from("submission__", sources)
     in_project = Q(submission__task__project=project)
     rater_fields = ("submission__annotator__username", "submission__judge__name")
 
@@ -153,7 +154,7 @@ def project_agreement(*, project: Project, sources: str = "annotators") -> dict[
     orders: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for task_id, annotator, judge, response_id in (
         RankingEntry.objects.filter(
-            _current("ranking__submission__", sources),
+            current_from("ranking__submission__", sources),
             ranking__submission__task__project=project,
         )
         .order_by("ranking_id", "rank")
@@ -271,7 +272,7 @@ def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str
     """
     spans: dict[tuple[int, int], dict[str, list]] = defaultdict(dict)
     marked = SpanFeedback.objects.filter(
-        _current("submission__", sources), submission__task__project=project
+        current_from("submission__", sources), submission__task__project=project
     ).values_list(
         "submission__task_id",
         "response_id",
@@ -290,9 +291,9 @@ def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str
     keys_by_task: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for key in spans:
         keys_by_task[key[0]].append(key)
-    seen = Submission.objects.filter(_current("", sources), task_id__any=keys_by_task).values_list(
-        "task_id", "annotator__username", "judge__name"
-    )
+    seen = Submission.objects.filter(
+        current_from("", sources), task_id__any=keys_by_task
+    ).values_list("task_id", "annotator__username", "judge__name")
     for task_id, annotator, judge in seen:
         for key in keys_by_task[task_id]:
             spans[key].setdefault(_rater(annotator, judge), [])
