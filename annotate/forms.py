@@ -228,7 +228,13 @@ def feedback_from_post(data: QueryDict, screen: TaskScreen) -> FeedbackInput:
     if errors:
         raise FeedbackError("Some answers are missing.", errors=errors)
     feedback = FeedbackInput(
-        pairwise=pairwise, ratings=ratings, ranking=ranking, spans=spans, texts=texts
+        pairwise=pairwise,
+        ratings=ratings,
+        ranking=ranking,
+        spans=spans,
+        texts=texts,
+        # The span tool was on the card: submitting with no span marked says "none here".
+        spans_checked=FeedbackKind.SPAN in kinds,
     )
     if not feedback.kinds:
         raise FeedbackError("Nothing to submit yet: give an answer, or skip the task.")

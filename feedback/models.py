@@ -386,6 +386,11 @@ class Task(models.Model):
     is_full = models.BooleanField(
         default=False, help_text="slots_taken has reached the project's annotators_per_task."
     )
+    # People and judges favour what they see first (Zheng et al. 2023): the responses'
+    # display order (TaskResponse.position) is shuffled with this seed when the task is made.
+    display_seed = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seed that shuffled the display order; null: id order."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -572,6 +577,10 @@ class Submission(models.Model):
         null=True, blank=True, help_text="Time the annotator or judge spent on the task."
     )
     is_current = models.BooleanField(default=True)
+    spans_checked = models.BooleanField(
+        default=False,
+        help_text="The source looked for spans: no span records then means none were found.",
+    )
     supersedes = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
     )

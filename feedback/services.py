@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,9 @@ class FeedbackInput:
     ranking: Sequence[int] = ()  # response ids, best first
     spans: Sequence[SpanInput] = ()
     texts: Sequence[FreeTextInput] = ()
+    # The source looked for spans: an empty `spans` is then an answer ("nothing wrong"),
+    # the negative example a span model needs, not the absence of one.
+    spans_checked: bool = False
 
     @property
     def kinds(self) -> set[FeedbackKind]:
@@ -104,7 +108,7 @@ class FeedbackInput:
             FeedbackKind.PAIRWISE: self.pairwise is not None,
             FeedbackKind.RATING: bool(self.ratings),
             FeedbackKind.RANKING: bool(self.ranking),
-            FeedbackKind.SPAN: bool(self.spans),
+            FeedbackKind.SPAN: bool(self.spans) or self.spans_checked,
             FeedbackKind.FREE_TEXT: bool(self.texts),
         }
         return {kind for kind, on in present.items() if on}
@@ -180,7 +184,12 @@ def submission_create(
         previous.is_current = False
         previous.save(update_fields=["is_current"])
     submission = Submission(
-        task=task, job=job, duration_ms=duration_ms, supersedes=previous, **source
+        task=task,
+        job=job,
+        duration_ms=duration_ms,
+        supersedes=previous,
+        spans_checked=FeedbackKind.SPAN in feedback.kinds,
+        **source,
     )
     errors: dict[str, list[str]] = {}
     sources = ["task", "annotator", "judge", "job", "supersedes"]  # given as saved objects
@@ -306,6 +315,17 @@ def tasks_plan(project: Project, response_ids: Sequence[int]) -> list[tuple[str,
     return plan
 
 
+def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
+    """The ids in a random display order, and the seed that gives it.
+
+    Creation order would put the older response (the first model of a generation job) on
+    the left of every pair; a fresh seed per task balances positions over tasks, and the
+    stored seed and positions let exports and judge metrics report position bias.
+    """
+    seed = random.SystemRandom().randrange(2**31)
+    return random.Random(seed).sample(list(response_ids), len(response_ids)), seed
+
+
 @transaction.atomic
 def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     """Create the tasks each prompt's current responses need and it does not have yet.
@@ -335,18 +355,18 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
         shown[key].add(frozenset(members[task_id]))
 
     planned = [
-        (prompt_id, layout, ids)
+        (prompt_id, layout, *display_order(ids))
         for prompt_id, ids in responses.items()
         for layout, ids in tasks_plan(project, ids)
         if frozenset(ids) not in shown[(prompt_id, layout)]
     ]
     tasks = Task.objects.bulk_create(
-        Task(project=project, prompt_id=prompt_id, layout=layout)
-        for prompt_id, layout, _ in planned
+        Task(project=project, prompt_id=prompt_id, layout=layout, display_seed=seed)
+        for prompt_id, layout, _, seed in planned
     )
     TaskResponse.objects.bulk_create(
         TaskResponse(task=task, response_id=response_id, position=position)
-        for task, (_, _, ids) in zip(tasks, planned, strict=True)
+        for task, (_, _, ids, _) in zip(tasks, planned, strict=True)
         for position, response_id in enumerate(ids)
     )
     return tasks
