@@ -15,10 +15,10 @@ block and typed in a later one.
 
 from __future__ import annotations
 
-import functools
 import gc
 import itertools
 import json
+import random
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -70,7 +70,8 @@ class Aggregate(StrEnum):
 
 class Ties(StrEnum):
     DROP = "drop"
-    KEEP = "keep"
+    # TRL has no tie column: a kept tie would train "chosen beats rejected". For analysis.
+    KEEP_AS_COLUMN = "keep_as_column"
 
 
 class PairSource(StrEnum):
@@ -88,7 +89,8 @@ class Sources(StrEnum):
 @dataclass(frozen=True)
 class ExportOptions:
     """What to export. `aggregate`, `ties`, `min_agreement`, `pairs_from` and `margin` shape
-    the pairs and unpaired exports; `aspect` picks one rating aspect for pairs from ratings."""
+    the pairs and unpaired exports; `aspect` picks one rating aspect for pairs from ratings;
+    `seed` fixes the unpaired shape's row order."""
 
     shape: Shape = Shape.PAIRS
     form: Form = Form.AUTO
@@ -99,6 +101,7 @@ class ExportOptions:
     aspect: str = ""
     margin: bool = False
     sources: Sources = Sources.ALL
+    seed: int = 0  # of the unpaired shape's shuffle
 
 
 def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[str, Any]]:
@@ -112,7 +115,7 @@ def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[st
             "Aggregation applies to the pairs and unpaired shapes.",
             errors={"aggregate": ["Use aggregate=none for this shape."]},
         )
-    if options.shape == Shape.UNPAIRED and options.ties == Ties.KEEP:
+    if options.shape == Shape.UNPAIRED and options.ties == Ties.KEEP_AS_COLUMN:
         raise FeedbackError(
             "A tie labels neither response, so the unpaired shape cannot keep ties.",
             errors={"ties": ["Use ties=drop for the unpaired shape."]},
@@ -264,6 +267,27 @@ def _completion(prompt: PromptRef, answer: str, chat: bool) -> tuple[Any, Any] |
     return (head, completion) if head else None
 
 
+class _Completions:
+    """`_completion` per (prompt, candidate), built once while its task's rows stream.
+
+    A task's answers recur in every annotator's row: handing out the same objects also
+    lets the Parquet writer convert each text once. Keyed by ids, since a chat prompt's
+    messages are lists, which cannot be hashed. Cleared when full, so memory stays flat.
+    """
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.built: dict[tuple[int, int], tuple[Any, Any] | None] = {}
+
+    def __call__(self, prompt: PromptRef, candidate: Candidate) -> tuple[Any, Any] | None:
+        key = (prompt.id, candidate.id)
+        if key not in self.built:
+            if len(self.built) >= COMPLETION_CACHE:
+                self.built.clear()
+            self.built[key] = _completion(prompt, candidate.text, self.chat)
+        return self.built[key]
+
+
 def _batched(rows: Iterable, size: int) -> Iterator[list]:
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, size)):
@@ -278,7 +302,9 @@ class Vote:
     """One source's preference between two candidates of a prompt.
 
     `winner` is 0 for a, 1 for b, None for a tie; `strength` feeds the margin. `group` is
-    what majority aggregates over: the task, or the prompt for pooled ratings.
+    what majority aggregates over: the task, or the prompt for pooled ratings. `positions`
+    are a's and b's places on the annotator's screen (0 first, on the left), -1 where the
+    two were not shown together.
     """
 
     group: int
@@ -291,6 +317,7 @@ class Vote:
     submission_ids: tuple[int, ...]
     record_ids: tuple[int, ...]
     sources: tuple[str, ...]
+    positions: tuple[int, int] = (-1, -1)
 
     def oriented(self) -> Vote:
         """The same vote with the smaller response id as a, so votes on a pair line up."""
@@ -308,6 +335,7 @@ class Vote:
             self.submission_ids,
             self.record_ids,
             self.sources,
+            (self.positions[1], self.positions[0]),
         )
 
 
@@ -331,6 +359,7 @@ class Preference:
     margin: float
     votes: list[Vote]
     agreement: float
+    chosen_position: int  # where the chosen one was shown (see Vote.positions)
 
 
 def _preferences(votes: Iterator[Vote], options: ExportOptions) -> Iterator[Preference]:
@@ -352,11 +381,15 @@ def _preferences(votes: Iterator[Vote], options: ExportOptions) -> Iterator[Pref
 def _preference(votes: list[Vote], winner: int | None, agreement: float) -> Preference:
     first = votes[0]
     if winner is None:
-        return Preference(first.prompt, first.a, first.b, True, 0.0, votes, agreement)
+        return Preference(
+            first.prompt, first.a, first.b, True, 0.0, votes, agreement, first.positions[0]
+        )
     strengths = [vote.strength for vote in votes if vote.winner == winner]
     chosen, rejected = (first.a, first.b) if winner == 0 else (first.b, first.a)
     margin = sum(strengths) / len(strengths)
-    return Preference(first.prompt, chosen, rejected, False, margin, votes, agreement)
+    return Preference(
+        first.prompt, chosen, rejected, False, margin, votes, agreement, first.positions[winner]
+    )
 
 
 def _kept(preferences: Iterator[Preference], options: ExportOptions) -> Iterator[Preference]:
@@ -449,6 +482,7 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
                 (sid,),
                 (rid,),
                 (_source(annotator, judge),),
+                (0, 1),
             )
 
 
@@ -483,9 +517,10 @@ def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 def _rating_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
     """Pairs from ratings: the higher mean (normalised) score wins, equal scores tie.
 
-    Without aggregation a vote needs one source rating both candidates in one submission.
-    With majority, every rating of a against every rating of b votes, so the agreement is
-    the share of such comparisons that go the majority's way; the group is the prompt.
+    Without aggregation a vote needs one source that rated both candidates of a prompt,
+    on the single-response tasks where ratings are asked, or together. With majority,
+    every rating of a against every rating of b votes, so the agreement is the share of
+    such comparisons that go the majority's way. Either way the group is the prompt.
     """
     for prompt_votes in _rating_groups(project, options):
         yield from prompt_votes
@@ -495,23 +530,22 @@ def _rating_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 
 
 def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
-    # A task's answers recur in every annotator's row: build each once and hand out the
-    # same objects, which also lets the Parquet writer convert each text once.
-    completion = functools.lru_cache(maxsize=COMPLETION_CACHE)(_completion)
+    completion = _Completions(chat)
     for preference in _kept(_preferences(_votes(project, options), options), options):
-        chosen = completion(preference.prompt, preference.chosen.text, chat)
-        rejected = completion(preference.prompt, preference.rejected.text, chat)
+        chosen = completion(preference.prompt, preference.chosen)
+        rejected = completion(preference.prompt, preference.rejected)
         if chosen is None or rejected is None:
             continue
         row: dict[str, Any] = {"prompt": chosen[0], "chosen": chosen[1], "rejected": rejected[1]}
         if options.margin:
             row["margin"] = float(preference.margin)
-        if options.ties == Ties.KEEP:
+        if options.ties == Ties.KEEP_AS_COLUMN:
             row["tie"] = preference.tie
         row["chosen_response_id"] = preference.chosen.id
         row["rejected_response_id"] = preference.rejected.id
         row["chosen_model"] = preference.chosen.model
         row["rejected_model"] = preference.rejected.model
+        row["chosen_position"] = preference.chosen_position
         row |= _trace(preference)
         row["prompt_chars"] = _prompt_chars(preference.prompt)
         row["chosen_chars"] = len(preference.chosen.text)
@@ -520,14 +554,19 @@ def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator
 
 
 def _unpaired_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
-    """KTO's unpaired form: each decided pair gives a desirable and an undesirable row."""
-    completion = functools.lru_cache(maxsize=COMPLETION_CACHE)(_completion)
+    """KTO's unpaired form: each decided pair gives a desirable and an undesirable row,
+    shuffled (see `_shuffled`)."""
+    return _shuffled(_unpaired_pairs(project, options, chat), options.seed)
+
+
+def _unpaired_pairs(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
+    completion = _Completions(chat)
     for preference in _kept(_preferences(_votes(project, options), options), options):
         for candidate, other, label in (
             (preference.chosen, preference.rejected, True),
             (preference.rejected, preference.chosen, False),
         ):
-            pair = completion(preference.prompt, candidate.text, chat)
+            pair = completion(preference.prompt, candidate)
             if pair is None:
                 continue
             yield {
@@ -541,6 +580,30 @@ def _unpaired_rows(project: Project, options: ExportOptions, chat: bool) -> Iter
                 "prompt_chars": _prompt_chars(preference.prompt),
                 "completion_chars": len(candidate.text),
             }
+
+
+SHUFFLE_BUFFER = 10_000  # rows held for the shuffle
+
+
+def _shuffled(rows: Iterator[dict], seed: int) -> Iterator[dict]:
+    """The rows in a random order fixed by `seed`, holding at most SHUFFLE_BUFFER of them.
+
+    KTOTrainer reads the file in order and pairs each completion with another row's
+    prompt, shifted within the batch, for its KL term: a pair's two rows side by side
+    would give it matched prompts. A buffer shuffle (as `datasets`' streaming shuffle)
+    keeps memory flat; a file shorter than the buffer is shuffled uniformly.
+    """
+    rng = random.Random(seed)
+    buffer: list[dict] = []
+    for row in rows:
+        if len(buffer) < SHUFFLE_BUFFER:
+            buffer.append(row)
+            continue
+        index = rng.randrange(SHUFFLE_BUFFER)
+        yield buffer[index]
+        buffer[index] = row
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 # --- Rankings --------------------------------------------------------------------------
@@ -734,13 +797,13 @@ def _score_votes(prompt: PromptRef, scored: list[Scored], pooled: bool) -> Itera
     for x, y in itertools.combinations(scored, 2):
         if x.candidate.id == y.candidate.id:
             continue
-        if not pooled and x.submission_id != y.submission_id:
+        if not pooled and x.source != y.source:
             continue
         diff = x.score - y.score
         winner = None if diff == 0 else 0 if diff > 0 else 1
         yield Vote(
-            # Pooled votes cross tasks, so majority groups them by prompt.
-            prompt.id if pooled else x.task_id,
+            # The two ratings may come from two tasks: votes are grouped by prompt.
+            prompt.id,
             prompt,
             x.candidate,
             y.candidate,
@@ -757,59 +820,72 @@ def _score_votes(prompt: PromptRef, scored: list[Scored], pooled: bool) -> Itera
 
 
 def _span_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
-    rows = (
-        SpanFeedback.objects.filter(
-            current_from("submission__", options.sources), submission__task__project=project
+    """One row per response a source checked for spans, with what it marked: an empty
+    list is a response found clean, the negative example a span model needs."""
+    checked = (
+        TaskResponse.objects.filter(
+            current_from("task__submissions__", options.sources),
+            task__submissions__spans_checked=True,
+            task__project=project,
         )
-        .order_by("submission_id", "response_id", "start", "end", "id")
+        .order_by("task__submissions__id", "response_id")
         .values_list(
-            "submission_id",
+            "task__submissions__id",
             "response_id",
-            "submission__task_id",
-            "submission__annotator__username",
-            "submission__judge__name",
-            *_prompt_fields("submission__task__prompt__"),
+            "task_id",
+            "task__submissions__annotator__username",
+            "task__submissions__judge__name",
+            *_prompt_fields("task__prompt__"),
             "response__text",
             "response__model_name",
-            "id",
-            "start",
-            "end",
-            "label__name",
-            "severity",
-            "comment",
         )
-        .iterator(chunk_size=CHUNK)
     )
-    for (sid, response_id), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
-        spans = list(group)
-        _, _, tid, annotator, judge, *rest = spans[0][:11]
-        prompt, text, model = PromptRef(*rest[:4]), rest[4], rest[5]
-        yield {
-            "prompt": _prompt_value(prompt, chat),
-            "response": text,
-            "spans": [
+    for batch in _batched(checked.iterator(chunk_size=CHUNK), CHUNK):
+        marked: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+        for sid, response_id, rid, start, end, label, severity, comment in (
+            SpanFeedback.objects.filter(submission_id__any={row[0] for row in batch})
+            .order_by("start", "end", "id")
+            .values_list(
+                "submission_id",
+                "response_id",
+                "id",
+                "start",
+                "end",
+                "label__name",
+                "severity",
+                "comment",
+            )
+        ):
+            marked[(sid, response_id)].append(
                 {
-                    "record_id": s[11],
-                    "start": s[12],
-                    "end": s[13],
-                    "label": s[14],
-                    "severity": s[15],
-                    "comment": s[16],
-                    "quote": text[s[12] : s[13]],
+                    "record_id": rid,
+                    "start": start,
+                    "end": end,
+                    "label": label,
+                    "severity": severity,
+                    "comment": comment,
                 }
-                for s in spans
-            ],
-            "response_id": response_id,
-            "model": model,
-            "prompt_id": prompt.id,
-            "prompt_external_id": prompt.external_id,
-            "task_id": tid,
-            "submission_id": sid,
-            "annotator": annotator or "",
-            "judge": judge or "",
-            "prompt_chars": _prompt_chars(prompt),
-            "response_chars": len(text),
-        }
+            )
+        for sid, response_id, tid, annotator, judge, *rest in batch:
+            prompt, text, model = PromptRef(*rest[:4]), rest[4], rest[5]
+            spans = marked.get((sid, response_id), [])
+            for span in spans:
+                span["quote"] = text[span["start"] : span["end"]]
+            yield {
+                "prompt": _prompt_value(prompt, chat),
+                "response": text,
+                "spans": spans,
+                "response_id": response_id,
+                "model": model,
+                "prompt_id": prompt.id,
+                "prompt_external_id": prompt.external_id,
+                "task_id": tid,
+                "submission_id": sid,
+                "annotator": annotator or "",
+                "judge": judge or "",
+                "prompt_chars": _prompt_chars(prompt),
+                "response_chars": len(text),
+            }
 
 
 # --- Raw -------------------------------------------------------------------------------

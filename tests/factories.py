@@ -1,5 +1,6 @@
 """factory_boy factories for the feedback domain."""
 
+import itertools
 from collections.abc import Sequence
 
 import factory
@@ -111,12 +112,54 @@ def task_with_responses(
     return task
 
 
-def feedback_fill(project: Project, annotators: list, judge: Judge | None = None) -> dict:
-    """Every kind of feedback from each annotator (and a judge), through submission_create.
+SYSTEM_TURN = {"role": "system", "content": "You are terse. Réponds en <b>HTML</b> si besoin."}
 
-    Pairs: two where all agree on A (strength 3 and 2), one split 2:1 for B, one tie.
-    Lists of three ranked by all; singles rated, spanned and critiqued by all. The pair
-    tasks are rated too, so ratings and choices can be compared.
+
+def hard_prompt(index: int, chat: bool) -> dict:
+    """Prompt fields that mix forms and the text exports must survive: a multi-turn chat
+    with a system turn, a one-turn chat, plain text with Markdown, HTML-looking text,
+    Unicode (İ lower-cases to two code points), emoji and a right-to-left override."""
+    text = [
+        "Explain **Markdown** lists in İstanbul style 🎉",
+        "What does <script>alert('x')</script> do? Use `code`.",
+        "Name a colour \u202eRTL\u202c please.",
+        "Summarise: «Ünïcödé» & <img src=x onerror=alert(1)>",
+    ][index % 4] + f" (#{index})"
+    if not chat or index % 2:
+        return {"text": text}
+    if index % 4 == 0:
+        return {
+            "text": "",
+            "messages": [
+                SYSTEM_TURN,
+                {"role": "user", "content": "Hi <i>there</i>"},
+                {"role": "assistant", "content": "Hello! ¿Qué tal?"},
+                {"role": "user", "content": text},
+            ],
+        }
+    return {"text": "", "messages": [{"role": "user", "content": text}]}
+
+
+def hard_response(prompt: Prompt, index: int) -> Response:
+    return ResponseFactory(
+        prompt=prompt,
+        text=f"Answer {index}: **bold** <em>x</em> İstanbul ✓ and some words.",
+        model_name=f"model-{index % 2}",
+    )
+
+
+def feedback_fill(
+    project: Project, annotators: list, judge: Judge | None = None, *, chat: bool = True
+) -> dict:
+    """Every kind of feedback from each annotator (and a judge) as real use lays it out:
+    tasks from tasks_extend, answers through submission_create, each kind on the task
+    layout that asks for it, prompts from `hard_prompt` (all plain text if not `chat`).
+
+    `pairs`: the pair tasks of four two-response prompts; all agree on A (strength 3 and
+    2), one split 2:1 for B, one tie. `rated`: those prompts' single tasks, rated by each
+    annotator with A (as shown in the pair) above B, no span marked. `lists`: the list
+    tasks of two three-response prompts, ranked by all. `singles`: two one-response
+    prompts' tasks, rated, spanned and critiqued by all. The judge answers the first pair.
     """
     from feedback.services import (
         FeedbackInput,
@@ -125,30 +168,57 @@ def feedback_fill(project: Project, annotators: list, judge: Judge | None = None
         RatingInput,
         SpanInput,
         submission_create,
+        tasks_extend,
     )
 
     aspects = list(project.aspects.all())
     labels = list(project.span_labels.all())
-    pairs = [task_with_responses(project, "pair", 2) for _ in range(4)]
-    lists = [task_with_responses(project, "list", 3) for _ in range(2)]
-    singles = [task_with_responses(project, "single", 1) for _ in range(2)]
+    counter = itertools.count()
+
+    def tasks_for(responses: int) -> dict[str, list[Task]]:
+        prompt = PromptFactory(project=project, **hard_prompt(next(counter), chat))
+        for index in range(responses):
+            hard_response(prompt, index)
+        tasks = tasks_extend(project=project, prompt_ids=[prompt.pk])
+        by_layout: dict[str, list[Task]] = {"single": [], "pair": [], "list": []}
+        for task in tasks:
+            by_layout[task.layout].append(task)
+        return by_layout
+
+    pair_prompts = [tasks_for(2) for _ in range(4)]
+    list_prompts = [tasks_for(3) for _ in range(2)]
+    single_prompts = [tasks_for(1) for _ in range(2)]
+    pairs = [layouts["pair"][0] for layouts in pair_prompts]
+    lists = [layouts["list"][0] for layouts in list_prompts]
+    singles = [layouts["single"][0] for layouts in single_prompts]
+    rated = [task for layouts in pair_prompts for task in layouts["single"]]
+    single_of = {task.links.get().response_id: task for task in rated}
+
     choices = [["A", "A", "A"], ["A", "A", "A"], ["B", "B", "A"], ["tie", "tie", "A"]]
     for index, annotator in enumerate(annotators):
         for task, votes in zip(pairs, choices, strict=True):
-            a, b = (link.response_id for link in task.links.order_by("position"))
             choice = votes[index % 3]
             submission_create(
                 task=task,
                 annotator=annotator,
                 duration_ms=1000 + index,
                 feedback=FeedbackInput(
-                    pairwise=PairwiseInput(choice, None if choice == "tie" else 1 + index % 3),
-                    ratings=[
-                        RatingInput(a, aspects[0].pk, 4),
-                        RatingInput(b, aspects[0].pk, 2 + index % 2),
-                    ],
+                    pairwise=PairwiseInput(choice, None if choice == "tie" else 1 + index % 3)
                 ),
             )
+            a, b = (link.response_id for link in task.links.order_by("position"))
+            for response_id, value in ((a, 4), (b, 2 + index % 2)):
+                submission_create(
+                    task=single_of[response_id],
+                    annotator=annotator,
+                    feedback=FeedbackInput(
+                        ratings=[
+                            RatingInput(response_id, aspects[0].pk, value),
+                            RatingInput(response_id, aspects[1].pk, 5),
+                        ],
+                        spans_checked=True,
+                    ),
+                )
         for task in lists:
             ids = [link.response_id for link in task.links.order_by("position")]
             order = ids if index < 2 else list(reversed(ids))
@@ -166,11 +236,11 @@ def feedback_fill(project: Project, annotators: list, judge: Judge | None = None
                     spans=[
                         SpanInput(response.pk, labels[0].pk, 0, 6 + index, "major", "Wrong."),
                     ],
-                    texts=[FreeTextInput("critique", "Too short.", response.pk)],
+                    texts=[FreeTextInput("critique", "Too short <b>really</b>.", response.pk)],
                 ),
             )
     if judge is not None:
         submission_create(
             task=pairs[0], judge=judge, feedback=FeedbackInput(pairwise=PairwiseInput("B", 2))
         )
-    return {"pairs": pairs, "lists": lists, "singles": singles}
+    return {"pairs": pairs, "lists": lists, "singles": singles, "rated": rated}

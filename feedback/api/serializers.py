@@ -221,7 +221,16 @@ class ExportParamsSerializer(serializers.Serializer):
     aggregate = serializers.ChoiceField(
         choices=[a.value for a in Aggregate], default=Aggregate.NONE.value
     )
-    ties = serializers.ChoiceField(choices=[t.value for t in Ties], default=Ties.DROP.value)
+    ties = serializers.ChoiceField(
+        choices=[t.value for t in Ties],
+        default=Ties.DROP.value,
+        help_text="keep_as_column adds a `tie` column for analysis: TRL has none, so a trainer "
+        "would read each kept tie as chosen beating rejected.",
+        error_messages={
+            "invalid_choice": '"{input}" is not a choice: use drop to train, or keep_as_column '
+            "for analysis (TRL has no tie column and would train each tie as a preference)."
+        },
+    )
     min_agreement = serializers.FloatField(default=0.0, min_value=0.0, max_value=1.0)
     pairs_from = serializers.ChoiceField(
         choices=[p.value for p in PairSource], default=PairSource.PAIRWISE.value
@@ -229,6 +238,12 @@ class ExportParamsSerializer(serializers.Serializer):
     aspect = serializers.CharField(default="", allow_blank=True, max_length=100)
     margin = serializers.BooleanField(default=False)
     sources = serializers.ChoiceField(choices=[s.value for s in Sources], default=Sources.ALL.value)
+    seed = serializers.IntegerField(
+        default=0,
+        min_value=0,
+        max_value=2**32 - 1,
+        help_text="Fixes the unpaired shape's shuffled row order.",
+    )
 
 
 class AgreementParamsSerializer(serializers.Serializer):

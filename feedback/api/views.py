@@ -1,5 +1,7 @@
 """REST API views: parse, call a service or selector, render. Nothing else."""
 
+import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 
 from django.http import StreamingHttpResponse
@@ -28,6 +30,22 @@ from feedback.judges import judge_quality, judges_of_project
 from feedback.models import Project
 
 WRITERS = {"jsonl": export_jsonl, "parquet": export_parquet}
+
+logger = logging.getLogger(__name__)
+
+
+def _logged(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """Log a failure after the first byte, then let it end the response.
+
+    The status line has gone out by then; raising makes the server drop the connection
+    before the chunked body's last chunk, so the client sees a broken download instead of
+    a file that merely looks short.
+    """
+    try:
+        yield from blocks
+    except Exception:
+        logger.exception("export %s broke off after the response started", name)
+        raise
 
 
 class ProjectScoped:
@@ -227,9 +245,11 @@ class ProjectExportApi(ProjectScoped, APIView):
         options = dict(params.validated_data)
         writer = WRITERS[options.pop("format")]
         rows = export_rows(project=self.project, options=ExportOptions(**options))
-        response = StreamingHttpResponse(writer.write_rows(rows), content_type=writer.MEDIA_TYPE)
         extension = "jsonl" if writer is export_jsonl else "parquet"
         name = f"{slugify(self.project.name) or 'project'}-{options['shape']}.{extension}"
+        response = StreamingHttpResponse(
+            _logged(writer.write_rows(rows), name), content_type=writer.MEDIA_TYPE
+        )
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
