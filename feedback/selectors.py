@@ -267,8 +267,8 @@ def _choice_splits(choices: tuple[str, list]) -> list[tuple[dict[str, int], int]
 def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str, list]]:
     """(task, response) -> rater -> spans, for tasks where someone marked a span.
 
-    Another rater's current submission on such a task with no span on the response counts
-    as an empty set: they saw it and marked nothing.
+    Another rater's current submission on such a task that looked for spans and marked
+    none on the response counts as an empty set; one that only rated, say, does not.
     """
     spans: dict[tuple[int, int], dict[str, list]] = defaultdict(dict)
     marked = SpanFeedback.objects.filter(
@@ -292,7 +292,7 @@ def _span_sets(project: Project, sources: str) -> dict[tuple[int, int], dict[str
     for key in spans:
         keys_by_task[key[0]].append(key)
     seen = Submission.objects.filter(
-        current_from("", sources), task_id__any=keys_by_task
+        current_from("", sources), task_id__any=keys_by_task, spans_checked=True
     ).values_list("task_id", "annotator__username", "judge__name")
     for task_id, annotator, judge in seen:
         for key in keys_by_task[task_id]:

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from feedback.models import Judge
-from feedback.services import FeedbackInput, PairwiseInput, submission_create
+from feedback.services import FeedbackInput, PairwiseInput, RatingInput, submission_create
 
 pytestmark = pytest.mark.django_db
 
@@ -53,3 +53,25 @@ def test_consistency_counts_where_ratings_contradict_choices(viewer_client, proj
     assert result["annotators"]["same_rater"]["compared"] == 10
     assert result["judges"]["pooled"]["opposite"] == 1
     assert result["judges"]["same_rater"]["compared"] == 0
+
+
+def test_span_f1_leaves_out_a_judge_that_was_not_asked_for_spans(viewer_client, project, filled):
+    url = reverse("api:project-agreement", args=[project.pk])
+    before = viewer_client.get(url, {"sources": "all"}).json()["spans"]
+    judge = Judge.objects.get(name="judge-a")
+    for task in filled["singles"]:
+        response_id = task.links.get().response_id
+        aspect = project.aspects.first()
+        submission_create(
+            task=task,
+            judge=judge,
+            feedback=FeedbackInput(ratings=[RatingInput(response_id, aspect.pk, 3)]),
+        )
+    after = viewer_client.get(url, {"sources": "all"}).json()["spans"]
+    assert after == before
+    assert "judge:judge-a" not in after["raters"]
+    # Asked for spans and finding none, it disagrees with everyone who marked some.
+    for task in filled["singles"]:
+        submission_create(task=task, judge=judge, feedback=FeedbackInput(spans_checked=True))
+    checked = viewer_client.get(url, {"sources": "all"}).json()["spans"]
+    assert checked["raters"]["judge:judge-a"] == 0
