@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
-from feedback.judges import judge_quality, judges_of_project
+from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
@@ -167,4 +167,9 @@ def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
     if member_role(request.user, project) is None:
         raise Http404("No such project.")
     reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
-    return render(request, "annotate/judge_quality.html", {"project": project, "reports": reports})
+    people = people_position_wins(project=project)
+    return render(
+        request,
+        "annotate/judge_quality.html",
+        {"project": project, "reports": reports, "people": people},
+    )

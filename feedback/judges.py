@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
@@ -14,6 +15,7 @@ from feedback.models import (
     JudgeOutput,
     PairwiseFeedback,
     Project,
+    RatingAspect,
     RatingFeedback,
     TaskResponse,
 )
@@ -27,13 +29,45 @@ from worker.ml.judging import (
 
 
 @dataclass(frozen=True)
+class PositionWins:
+    """How often the response shown first won, among verdicts that chose one.
+
+    Display order is shuffled per task and judges are asked in both orders, so an
+    unbiased source scores near 0.5 whatever the responses (Zheng et al. 2023).
+    """
+
+    n: int
+    share: float | None
+
+
+def position_wins(choices: Iterable[str]) -> PositionWins:
+    decided = [choice for choice in choices if choice != PairwiseFeedback.Choice.TIE]
+    first = sum(choice == PairwiseFeedback.Choice.A for choice in decided)
+    return PositionWins(len(decided), first / len(decided) if decided else None)
+
+
+def people_position_wins(*, project: Project) -> PositionWins:
+    """The same for the annotators' current pairwise answers, the judges' reference."""
+    return position_wins(
+        PairwiseFeedback.objects.filter(
+            submission__task__project=project,
+            submission__is_current=True,
+            submission__annotator__isnull=False,
+        )
+        .values_list("choice", flat=True)
+        .iterator(chunk_size=2000)
+    )
+
+
+@dataclass(frozen=True)
 class JudgeQuality:
     """One judge on one project.
 
     pairwise: agreement with each person's current verdict on the tasks both judged.
     ratings: per aspect name, linear-weighted kappa against people's ratings of the same
     response. position_consistency: share of pairs whose verdict survived the swap.
-    length_bias: correlation of its pairwise preference with len(A) - len(B).
+    first_position_wins: its verdicts as asked, in either order, that chose the response
+    shown first. length_bias: correlation of its pairwise preference with len(A) - len(B).
     """
 
     judge_id: int
@@ -42,6 +76,7 @@ class JudgeQuality:
     ratings: dict[str, Agreement]
     position_consistency: float | None
     position_pairs: int
+    first_position_wins: PositionWins
     length_bias: LengthBias
     outputs: int
     parse_errors: int
@@ -73,6 +108,12 @@ def judge_quality(*, project: Project, judge: Judge) -> JudgeQuality:
             submission__judge=judge, **current
         ).values_list("response_id", "aspect_id", "value")
     }
+    scales = {
+        name: range(low, high + 1)
+        for name, low, high in RatingAspect.objects.filter(project=project).values_list(
+            "name", "scale_min", "scale_max"
+        )
+    }
     by_aspect: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for response, aspect, name, value in RatingFeedback.objects.filter(
         submission__annotator__isnull=False, **current
@@ -82,10 +123,12 @@ def judge_quality(*, project: Project, judge: Judge) -> JudgeQuality:
 
     outputs = JudgeOutput.objects.filter(judge=judge, task__project=project)
     orders: dict[tuple[int, int], dict[bool, str]] = defaultdict(dict)
+    as_asked: list[str] = []
     for job_id, task_id, swapped, parsed in outputs.filter(
         kind=FeedbackKind.PAIRWISE, parsed__isnull=False
     ).values_list("job_id", "task_id", "swapped", "parsed"):
         orders[(job_id, task_id)][swapped] = parsed["choice"]
+        as_asked.append(parsed["choice"])
     both = [(o[False], o[True]) for o in orders.values() if len(o) == 2]
 
     lengths: dict[int, dict[int, int]] = defaultdict(dict)
@@ -104,11 +147,17 @@ def judge_quality(*, project: Project, judge: Judge) -> JudgeQuality:
         judge_name=judge.name,
         pairwise=agreement([j for j, _ in pairs], [h for _, h in pairs]),
         ratings={
-            name: agreement([j for j, _ in values], [h for _, h in values], weights="linear")
+            name: agreement(
+                [j for j, _ in values],
+                [h for _, h in values],
+                weights="linear",
+                labels=list(scales[name]),
+            )
             for name, values in sorted(by_aspect.items())
         },
         position_consistency=position_consistency(both),
         position_pairs=len(both),
+        first_position_wins=position_wins(as_asked),
         length_bias=length_bias(choices, diffs),
         outputs=counts["total"],
         parse_errors=counts["errors"],

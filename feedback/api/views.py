@@ -26,7 +26,7 @@ from feedback.api.permissions import (
 )
 from feedback.exports import ExportOptions, export_rows
 from feedback.io import export_jsonl, export_parquet
-from feedback.judges import judge_quality, judges_of_project
+from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Project
 
 WRITERS = {"jsonl": export_jsonl, "parquet": export_parquet}
@@ -287,4 +287,10 @@ class JudgeQualityApi(ProjectScoped, APIView):
             judge_quality(project=self.project, judge=judge)
             for judge in judges_of_project(self.project)
         ]
-        return Response({"project": self.project.pk, "judges": [asdict(r) for r in reports]})
+        return Response(
+            {
+                "project": self.project.pk,
+                "people_first_position_wins": asdict(people_position_wins(project=self.project)),
+                "judges": [asdict(r) for r in reports],
+            }
+        )

@@ -544,9 +544,16 @@ class Agreement:
 
 
 def agreement(
-    judge: Sequence[Any], human: Sequence[Any], *, weights: Literal["linear"] | None = None
+    judge: Sequence[Any],
+    human: Sequence[Any],
+    *,
+    weights: Literal["linear"] | None = None,
+    labels: Sequence[Any] | None = None,
 ) -> Agreement:
-    """Agreement of paired labels. `weights="linear"` for ordinal scales (ratings)."""
+    """Agreement of paired labels. `weights="linear"` for ordinal scales (ratings), with
+    `labels` the whole scale in order: weights are distances between places in that list,
+    so observed values alone (or sorted as strings, 10 before 2) would measure wrong ones.
+    """
     from sklearn.metrics import cohen_kappa_score
 
     if len(judge) != len(human):
@@ -555,8 +562,9 @@ def agreement(
     if n == 0:
         return Agreement(0, None, None)
     raw = sum(a == b for a, b in zip(judge, human, strict=True)) / n
-    labels = sorted(set(judge) | set(human), key=str)
-    if len(labels) < 2:
+    if labels is None:
+        labels = sorted(set(judge) | set(human))
+    if len(set(judge) | set(human)) < 2:
         return Agreement(n, raw, None)
     kappa = float(cohen_kappa_score(judge, human, labels=labels, weights=weights))
     return Agreement(n, raw, None if math.isnan(kappa) else kappa)
