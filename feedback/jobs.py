@@ -25,6 +25,7 @@ from pydantic import ValidationError as PydanticError
 
 from feedback.models import (
     FeedbackKind,
+    FreeTextFeedback,
     Job,
     Judge,
     JudgeOutput,
@@ -35,7 +36,13 @@ from feedback.models import (
     Submission,
     Task,
 )
-from feedback.services import FeedbackError, FeedbackInput, submission_create
+from feedback.services import (
+    FeedbackError,
+    FeedbackInput,
+    feedback_merge,
+    submission_create,
+    submission_feedback,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -371,29 +378,39 @@ def responses_add_generated(
 # --- Judging --------------------------------------------------------------------------
 
 
-def tasks_to_judge(*, job: Job, params: JudgeParams) -> tuple[int, list[Task]]:
-    """(all tasks the job covers, those still to do), in id order.
+def tasks_to_judge(*, job: Job, params: JudgeParams) -> tuple[int, list[tuple[Task, list[str]]]]:
+    """(number of tasks the job covers, [(task, kinds still to ask)]), in task id order.
 
-    A task is done when the judge has a current answer to it (from any job) or this job
-    already kept the judge's output for it, parsed or not.
+    A kind is done on a task when the judge's current answer to it holds that kind (from
+    any job) or this job already kept the judge's output for it, parsed or not. Kinds are
+    counted apart, so a span job after a rating job on the same tasks asks for spans.
     """
     layouts = {KIND_LAYOUT[kind] for kind in params.kinds}
     tasks = Task.objects.filter(project=job.project_id, layout__in=layouts)
     if params.task_ids is not None:
         tasks = tasks.filter(pk__any=params.task_ids)
     total = tasks.count()
-    pending = (
-        tasks.exclude(
-            pk__in=Submission.objects.filter(judge=params.judge_id, is_current=True).values(
-                "task_id"
-            )
-        )
-        .exclude(pk__in=JudgeOutput.objects.filter(job=job).values("task_id"))
-        .select_related("prompt")
-        .prefetch_related("links__response")
-        .order_by("id")
+    done: set[tuple[int, str]] = set(
+        JudgeOutput.objects.filter(job=job).values_list("task_id", "kind")
     )
-    return total, list(pending)
+    current = Submission.objects.filter(judge=params.judge_id, is_current=True, task__in=tasks)
+    answered = {
+        FeedbackKind.PAIRWISE: current.filter(pairwise__isnull=False),
+        FeedbackKind.RATING: current.filter(ratings__isnull=False),
+        FeedbackKind.RANKING: current.filter(ranking__isnull=False),
+        FeedbackKind.SPAN: current.filter(spans_checked=True),
+        FeedbackKind.FREE_TEXT: current.filter(texts__mode=FreeTextFeedback.Mode.CRITIQUE),
+    }
+    for kind in params.kinds:
+        done.update((task_id, kind) for task_id in answered[kind].values_list("task_id", flat=True))
+    pending = []
+    for task in tasks.select_related("prompt").prefetch_related("links__response").order_by("id"):
+        kinds = [
+            k for k in params.kinds if KIND_LAYOUT[k] == task.layout and (task.pk, k) not in done
+        ]
+        if kinds:
+            pending.append((task, kinds))
+    return total, pending
 
 
 @dataclass(frozen=True)
@@ -417,14 +434,18 @@ def judge_result_save(
     """Keep the judge's raw outputs for a task and store what parsed as its answer.
 
     Never raises for bad feedback: a refusal (say a rating off the scale) is written into
-    the outputs' parse errors. A task the judge has already answered keeps that answer,
-    so a duplicate run creates no superseded copy.
+    the outputs' parse errors. The judge's current answer to the task keeps the kinds it
+    holds: new kinds are added to it in a new submission that supersedes it, and a
+    duplicate run, which adds none, creates no superseded copy.
     """
     Task.objects.select_for_update().filter(pk=task.pk).first()
-    answered = Submission.objects.filter(task=task, judge=judge, is_current=True).exists()
+    previous = Submission.objects.filter(task=task, judge=judge, is_current=True).first()
     submission = None
     refusal = ""
-    if feedback is not None and feedback.kinds and not answered:
+    if feedback is not None and previous is not None:
+        kept = submission_feedback(previous)
+        feedback = feedback_merge(kept, feedback) if feedback.kinds - kept.kinds else None
+    if feedback is not None and feedback.kinds:
         try:
             submission = submission_create(task=task, feedback=feedback, judge=judge, job=job)
         except FeedbackError as exc:

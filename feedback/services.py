@@ -214,6 +214,51 @@ def submission_create(
     return submission
 
 
+def submission_feedback(submission: Submission) -> FeedbackInput:
+    """A stored answer as input again, for a new answer that keeps it and adds to it."""
+    pairwise = PairwiseFeedback.objects.filter(submission=submission).first()
+    return FeedbackInput(
+        pairwise=pairwise and PairwiseInput(pairwise.choice, pairwise.strength),
+        ratings=[
+            RatingInput(r.response_id, r.aspect_id, r.value, r.rationale)
+            for r in submission.ratings.order_by("id")
+        ],
+        ranking=list(
+            RankingEntry.objects.filter(ranking__submission=submission)
+            .order_by("rank")
+            .values_list("response_id", flat=True)
+        ),
+        spans=[
+            SpanInput(s.response_id, s.label_id, s.start, s.end, s.severity, s.comment)
+            for s in submission.spans.order_by("id")
+        ],
+        texts=[
+            FreeTextInput(t.mode, t.text, t.response_id) for t in submission.texts.order_by("id")
+        ],
+        spans_checked=submission.spans_checked,
+    )
+
+
+def feedback_merge(kept: FeedbackInput, added: FeedbackInput) -> FeedbackInput:
+    """`kept` with the kinds of `added` that it lacks: a judge's answer to a task grows
+    kind by kind over jobs, and what it said before stays as it was."""
+    new = added.kinds - kept.kinds
+
+    def wanted(text: FreeTextInput) -> bool:
+        # A rationale comes with its pairwise verdict; critiques and rewrites on their own.
+        owner = FeedbackKind.PAIRWISE if text.mode == "rationale" else FeedbackKind.FREE_TEXT
+        return owner in new
+
+    return FeedbackInput(
+        pairwise=added.pairwise if FeedbackKind.PAIRWISE in new else kept.pairwise,
+        ratings=added.ratings if FeedbackKind.RATING in new else kept.ratings,
+        ranking=added.ranking if FeedbackKind.RANKING in new else kept.ranking,
+        spans=added.spans if FeedbackKind.SPAN in new else kept.spans,
+        texts=[*kept.texts, *filter(wanted, added.texts)],
+        spans_checked=kept.spans_checked or FeedbackKind.SPAN in new,
+    )
+
+
 def _build_records(
     submission: Submission, feedback: FeedbackInput, errors: dict[str, list[str]]
 ) -> list[tuple[str, models.Model]]:

@@ -15,7 +15,6 @@ from dataclasses import asdict
 from typing import Any
 
 from feedback.jobs import (
-    KIND_LAYOUT,
     GeneratedSample,
     GenerateParams,
     JudgeOutputInput,
@@ -39,7 +38,7 @@ from feedback.services import (
 )
 from worker.backends import Loader, generator_load, judge_model_spec
 from worker.ml.device import seed_everything
-from worker.ml.generation import Completion, GenerationParams
+from worker.ml.generation import Chat, Completion, GenerationParams
 from worker.ml.judging import (
     DEFAULT_TEMPLATES,
     AspectSpec,
@@ -153,7 +152,6 @@ class JudgeSetup:
 
     def __init__(self, judge: Judge, job: Job, kinds: Sequence[str]) -> None:
         project = job.project
-        self.kinds = list(kinds)
         overrides = judge.parameters.get("templates", {})
         self.templates = {
             kind: overrides.get(kind) or judge.prompt_template or DEFAULT_TEMPLATES[kind]
@@ -187,14 +185,12 @@ class JudgeSetup:
             "response_b": responses[-1].text,
         }
 
-    def calls(self, task: Task) -> list[tuple[str, bool, list[dict[str, str]]]]:
-        """(kind, swapped, chat) for every question the judge is asked about `task`."""
+    def calls(self, task: Task, kinds: Sequence[str]) -> list[tuple[str, bool, Chat]]:
+        """(kind, swapped, chat) for each question about `task`, one per kind still to ask."""
         responses = [link.response for link in task.links.all()]
         values = self.values(task, responses)
         out = []
-        for kind in self.kinds:
-            if KIND_LAYOUT[kind] != task.layout:
-                continue
+        for kind in kinds:
             chat = [{"role": "user", "content": render_template(self.templates[kind], values)}]
             out.append((kind, False, chat))
             if kind == FeedbackKind.PAIRWISE:
@@ -299,7 +295,7 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) ->
     generator = (load or generator_load)(judge_model_spec(judge))
     done = total - len(pending)
     for chunk in chunks(pending, settings.batch_size * CHUNK_BATCHES):
-        calls = [(task, *call) for task in chunk for call in setup.calls(task)]
+        calls = [(task, *call) for task, kinds in chunk for call in setup.calls(task, kinds)]
         outputs = generator.generate([chat for *_, chat in calls], sampling)
         answers = [
             (task, kind, swapped, completions[0].text)
