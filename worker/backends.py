@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 import gc
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,6 +27,10 @@ from worker.ml.generation import (
 )
 from worker.ml.openai_backend import OpenAIEndpoint, generate_completions_openai
 
+# Per chat, the JSON schema its answer must follow, or None. Only a backend that can
+# constrain decoding sends it; the others ignore it (parsers read free text too).
+Schemas = Sequence[Mapping[str, Any] | None] | None
+
 
 class TextGenerator(Protocol):
     def generate(
@@ -34,6 +38,8 @@ class TextGenerator(Protocol):
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        *,
+        schemas: Schemas = None,
     ) -> list[list[Completion]]: ...
 
 
@@ -47,6 +53,8 @@ class LocalGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        *,
+        schemas: Schemas = None,
     ) -> list[list[Completion]]:
         return generate_completions(
             self.model, self.tokenizer, chats, params, on_progress=on_progress
@@ -62,8 +70,12 @@ class RemoteGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        *,
+        schemas: Schemas = None,
     ) -> list[list[Completion]]:
-        return generate_completions_openai(self.endpoint, chats, params, on_progress=on_progress)
+        return generate_completions_openai(
+            self.endpoint, chats, params, on_progress=on_progress, schemas=schemas
+        )
 
 
 Loader = Callable[[ModelSpec], TextGenerator]

@@ -9,9 +9,10 @@ worker continues where it was cut off.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from feedback.jobs import (
@@ -45,6 +46,7 @@ from worker.ml.judging import (
     JudgeParseError,
     LabelSpec,
     PairwiseVerdict,
+    answer_schema,
     aspects_text,
     combine_swapped,
     conversation_text,
@@ -60,6 +62,8 @@ from worker.ml.judging import (
 # Prompts sent to a model per call, in multiples of its batch size: enough waiting rows
 # for continuous batching to refill freed slots, few enough to lose little on a crash.
 CHUNK_BATCHES = 4
+
+logger = logging.getLogger(__name__)
 
 
 class Progress:
@@ -148,7 +152,12 @@ def _usage(completion: Completion) -> dict[str, Any]:
 
 
 class JudgeSetup:
-    """What every judge prompt of a job shares: templates, aspects, labels, guidelines."""
+    """What every judge prompt of a job shares: templates, aspects, labels, guidelines.
+
+    Each question carries the JSON schema of its answer unless the judge's parameters say
+    `"structured_output": false` (for an OpenAI-compatible server that refuses
+    `response_format`); local models ignore it.
+    """
 
     def __init__(self, judge: Judge, job: Job, kinds: Sequence[str]) -> None:
         project = job.project
@@ -168,6 +177,7 @@ class JudgeSetup:
         self.wants_rationale = (
             FeedbackKind.FREE_TEXT in project.feedback_kinds and project.asks_rationale
         )
+        self.structured = bool(judge.parameters.get("structured_output", True))
 
     def values(self, task: Task, responses: list[Response]) -> dict[str, str]:
         label_lines = "\n".join(
@@ -185,14 +195,27 @@ class JudgeSetup:
             "response_b": responses[-1].text,
         }
 
-    def calls(self, task: Task, kinds: Sequence[str]) -> list[tuple[str, bool, Chat]]:
-        """(kind, swapped, chat) for each question about `task`, one per kind still to ask."""
+    def calls(
+        self, task: Task, kinds: Sequence[str]
+    ) -> list[tuple[str, bool, Chat, dict[str, Any] | None]]:
+        """(kind, swapped, chat, answer schema) for each question about `task`, one per
+        kind still to ask."""
         responses = [link.response for link in task.links.all()]
         values = self.values(task, responses)
         out = []
         for kind in kinds:
+            schema = (
+                answer_schema(
+                    kind,
+                    aspects=self.aspect_specs,
+                    labels=self.label_specs,
+                    count=len(responses),
+                )
+                if self.structured
+                else None
+            )
             chat = [{"role": "user", "content": render_template(self.templates[kind], values)}]
-            out.append((kind, False, chat))
+            out.append((kind, False, chat, schema))
             if kind == FeedbackKind.PAIRWISE:
                 flipped = {
                     **values,
@@ -200,14 +223,68 @@ class JudgeSetup:
                     "response_b": values["response_a"],
                 }
                 text = render_template(self.templates[kind], flipped)
-                out.append((kind, True, [{"role": "user", "content": text}]))
+                out.append((kind, True, [{"role": "user", "content": text}], schema))
         return out
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What one judge output gave: its parsed form, a note, and feedback to store."""
+
+    parsed: Any = None
+    note: str = ""
+    verdict: PairwiseVerdict | None = None
+    feedback: FeedbackInput = field(default_factory=FeedbackInput)
+
+
+def _read(setup: JudgeSetup, responses: list[Response], kind: str, text: str) -> _Reading:
+    """One output of `kind` about a task showing `responses`; raises JudgeParseError."""
+    if kind == FeedbackKind.PAIRWISE:
+        verdict = parse_pairwise(text)
+        return _Reading(asdict(verdict), verdict=verdict)
+    if kind == FeedbackKind.RATING:
+        result = parse_ratings(text, setup.aspect_specs)
+        aspect_ids = {a.name: a.pk for a in setup.aspects}
+        ratings = [
+            RatingInput(responses[0].pk, aspect_ids[r.aspect], r.value, r.rationale)
+            for r in result.ratings
+        ]
+        parsed = {r.aspect: {"rating": r.value, "rationale": r.rationale} for r in result.ratings}
+        return _Reading(parsed, "; ".join(result.problems), feedback=FeedbackInput(ratings=ratings))
+    if kind == FeedbackKind.RANKING:
+        order = parse_ranking(text, len(responses))
+        ranking = [responses[i].pk for i in order]
+        return _Reading(
+            {"ranking": [i + 1 for i in order]}, feedback=FeedbackInput(ranking=ranking)
+        )
+    if kind == FeedbackKind.SPAN:
+        found = parse_spans(text, responses[0].text, setup.label_specs)
+        label_ids = {lb.name: lb.pk for lb in setup.labels}
+        spans = [
+            SpanInput(responses[0].pk, label_ids[s.label], s.start, s.end, s.severity, s.comment)
+            for s in found.spans
+        ]
+        parsed = {"spans": [asdict(s) for s in found.spans], "unmatched": list(found.unmatched)}
+        missing = [f"quote not in the response: {q!r}" for q in found.unmatched]
+        note = "; ".join([*found.problems, *missing])
+        # "Nothing wrong" is an answer, but not when quotes were lost on the way.
+        checked = not (found.problems or found.unmatched)
+        return _Reading(parsed, note, feedback=FeedbackInput(spans=spans, spans_checked=checked))
+    if kind == FeedbackKind.FREE_TEXT:
+        critique = parse_critique(text)
+        texts = [FreeTextInput("critique", critique, responses[0].pk)]
+        return _Reading({"critique": critique}, feedback=FeedbackInput(texts=texts))
+    raise JudgeParseError(f"unknown kind of feedback {kind!r}")
 
 
 def judge_interpret(
     setup: JudgeSetup, task: Task, answers: Sequence[tuple[str, bool, str]]
 ) -> tuple[list[JudgeOutputInput], FeedbackInput | None]:
-    """Parse each (kind, swapped, text) answer about `task` into output rows and feedback."""
+    """Parse each (kind, swapped, text) answer about `task` into output rows and feedback.
+
+    An output that cannot be read, for whatever reason, is kept with the reason as its
+    parse error; it never fails the job.
+    """
     responses = [link.response for link in task.links.all()]
     outputs: list[JudgeOutputInput] = []
     pairwise: dict[bool, PairwiseVerdict] = {}
@@ -215,52 +292,25 @@ def judge_interpret(
     ranking: list[int] = []
     spans: list[SpanInput] = []
     texts: list[FreeTextInput] = []
-    aspect_ids = {a.name: a.pk for a in setup.aspects}
-    label_ids = {lb.name: lb.pk for lb in setup.labels}
+    spans_checked = False
     for kind, swapped, text in answers:
-        parsed: Any = None
-        note = ""
         try:
-            if kind == FeedbackKind.PAIRWISE:
-                verdict = parse_pairwise(text)
-                pairwise[swapped] = verdict
-                parsed = asdict(verdict)
-            elif kind == FeedbackKind.RATING:
-                result = parse_ratings(text, setup.aspect_specs)
-                ratings += [
-                    RatingInput(responses[0].pk, aspect_ids[r.aspect], r.value, r.rationale)
-                    for r in result.ratings
-                ]
-                parsed = {
-                    r.aspect: {"rating": r.value, "rationale": r.rationale} for r in result.ratings
-                }
-                note = "; ".join(result.problems)
-            elif kind == FeedbackKind.RANKING:
-                order = parse_ranking(text, len(responses))
-                ranking = [responses[i].pk for i in order]
-                parsed = {"ranking": [i + 1 for i in order]}
-            elif kind == FeedbackKind.SPAN:
-                found = parse_spans(text, responses[0].text, setup.label_specs)
-                response = responses[0]
-                spans += [
-                    SpanInput(
-                        response.pk, label_ids[s.label], s.start, s.end, s.severity, s.comment
-                    )
-                    for s in found.spans
-                ]
-                parsed = {
-                    "spans": [asdict(s) for s in found.spans],
-                    "unmatched": list(found.unmatched),
-                }
-                missing = [f"quote not in the response: {q!r}" for q in found.unmatched]
-                note = "; ".join([*found.problems, *missing])
-            elif kind == FeedbackKind.FREE_TEXT:
-                critique = parse_critique(text)
-                texts.append(FreeTextInput("critique", critique, responses[0].pk))
-                parsed = {"critique": critique}
+            reading = _read(setup, responses, kind, text)
         except JudgeParseError as exc:
-            note = str(exc)
-        outputs.append(JudgeOutputInput(kind, swapped, text, parsed, note))
+            reading = _Reading(note=str(exc))
+        except Exception as exc:
+            # A bug met by one output must cost that output only: a job that raised would
+            # be retried and meet it again on every attempt.
+            logger.exception("could not read the judge's %s output on task %s", kind, task.pk)
+            reading = _Reading(note=f"could not read the output: {type(exc).__name__}: {exc}")
+        outputs.append(JudgeOutputInput(kind, swapped, text, reading.parsed, reading.note))
+        if reading.verdict is not None:
+            pairwise[swapped] = reading.verdict
+        ratings += reading.feedback.ratings
+        ranking = list(reading.feedback.ranking) or ranking
+        spans += reading.feedback.spans
+        spans_checked |= reading.feedback.spans_checked
+        texts += reading.feedback.texts
 
     pair = None
     if len(pairwise) == 2:
@@ -269,7 +319,12 @@ def judge_interpret(
         if setup.wants_rationale and combined.explanation:
             texts.append(FreeTextInput("rationale", combined.explanation))
     feedback = FeedbackInput(
-        pairwise=pair, ratings=ratings, ranking=ranking, spans=spans, texts=texts
+        pairwise=pair,
+        ratings=ratings,
+        ranking=ranking,
+        spans=spans,
+        texts=texts,
+        spans_checked=spans_checked,
     )
     return outputs, feedback if feedback.kinds else None
 
@@ -296,10 +351,14 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) ->
     done = total - len(pending)
     for chunk in chunks(pending, settings.batch_size * CHUNK_BATCHES):
         calls = [(task, *call) for task, kinds in chunk for call in setup.calls(task, kinds)]
-        outputs = generator.generate([chat for *_, chat in calls], sampling)
+        outputs = generator.generate(
+            [chat for _, _, _, chat, _ in calls],
+            sampling,
+            schemas=[schema for *_, schema in calls],
+        )
         answers = [
             (task, kind, swapped, completions[0].text)
-            for (task, kind, swapped, _), completions in zip(calls, outputs, strict=True)
+            for (task, kind, swapped, _, _), completions in zip(calls, outputs, strict=True)
         ]
         for task, group in itertools.groupby(answers, key=lambda a: a[0]):
             rows, feedback = judge_interpret(setup, task, [a[1:] for a in group])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,18 +23,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ScriptedGenerator:
     """A stand-in model whose answer to a chat is `script(prompt text)`.
 
-    Judge tests use it to say exactly what a judge would say; `calls` records prompts.
+    Judge tests use it to say exactly what a judge would say; `calls` records prompts and
+    `schemas` the JSON schema asked for with each (None when none was).
     """
 
     script: Callable[[str], str]
     calls: list[str] = field(default_factory=list)
+    schemas: list[Mapping[str, Any] | None] = field(default_factory=list)
 
     def generate(
         self,
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        *,
+        schemas: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[list[Completion]]:
+        self.schemas += schemas or [None] * len(chats)
         out = []
         for chat in chats:
             prompt = chat[-1]["content"]

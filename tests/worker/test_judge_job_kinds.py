@@ -52,3 +52,21 @@ def test_a_rerun_that_adds_no_kind_makes_no_new_submission(project, scripted):
         judging_run(job, job_params(job), load=load)
     assert Submission.objects.filter(judge=judge).count() == 1
     assert len(load.generator.calls) == 2  # the second job found both kinds answered
+
+
+def test_a_judge_that_finds_nothing_wrong_leaves_a_clean_answer(project, scripted):
+    task = task_of(project, "single", "Paris is the capital of France.")
+    judge = JudgeFactory()
+    job = judge_job(project, judge, ["span"])
+    judging_run(job, job_params(job), load=scripted(lambda prompt: '{"spans": []}'))
+    submission = Submission.objects.get(task=task, judge=judge)
+    assert submission.spans_checked and not submission.spans.exists()
+
+
+def test_a_judge_whose_quotes_are_not_in_the_response_does_not_call_it_clean(project, scripted):
+    task_of(project, "single", "Paris is the capital of France.")
+    judge = JudgeFactory()
+    job = judge_job(project, judge, ["span"])
+    said = json.dumps({"spans": [{"quote": "Berlin", "label": "Factual error"}]})
+    judging_run(job, job_params(job), load=scripted(lambda prompt: said))
+    assert not Submission.objects.filter(judge=judge).exists()

@@ -2,7 +2,10 @@
 feedback, the position-swap rule and judge-quality metrics.
 
 Parsers raise `JudgeParseError` with a message a person can act on; the caller keeps the
-raw output next to that message instead of failing the job.
+raw output next to that message instead of failing the job. Judges reason first and answer
+last, and their reasoning may quote a response that itself holds an answer, so parsers read
+the last answer in the output. `answer_schema` gives the JSON schema of each kind's answer
+for backends that can constrain decoding to it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Verdict = Literal["A", "B", "tie"]
+T = TypeVar("T")
 
 
 class JudgeParseError(ValueError):
@@ -23,9 +27,12 @@ class JudgeParseError(ValueError):
 
 # --- Templates ------------------------------------------------------------------------
 
+# Explanation before verdict, as MT-Bench's judge prompt asks (Zheng et al. 2023): the
+# judge compares first and decides after; `answer_schema` keeps the same order.
 _VERDICT_FORMAT = (
-    'Reply with JSON only: {"verdict": "A" | "B" | "tie", "strength": 1 | 2 | 3, '
-    '"explanation": "one or two sentences"}. Strength: 1 slightly, 2 clearly, 3 much better.'
+    'Reply with JSON only: {"explanation": "one or two sentences", '
+    '"verdict": "A" | "B" | "tie", "strength": 1 | 2 | 3}. '
+    "Strength: 1 slightly, 2 clearly, 3 much better."
 )
 
 DEFAULT_TEMPLATES: dict[str, str] = {
@@ -45,8 +52,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "[Aspects]\n{aspects}\n\n"
         "[Conversation]\n{prompt}\n\n"
         "[Response]\n{response}\n\n"
-        'Reply with JSON only: {"<aspect name>": {"rating": <integer>, '
-        '"rationale": "<why>"}, ...}, one entry per aspect.'
+        'Reply with JSON only: {"<aspect name>": {"rationale": "<why>", '
+        '"rating": <integer>}, ...}, one entry per aspect.'
     ),
     "ranking": (
         "You are an impartial judge. Rank the numbered assistant responses to the user's "
@@ -119,21 +126,32 @@ def responses_text(responses: Sequence[str]) -> str:
 
 # --- Shared parsing helpers -------------------------------------------------------------
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_JSON_START = re.compile(r"[{\[]")
+_DECODER = json.JSONDecoder()
 
 
-def extract_json(text: str) -> Any | None:
-    """The first JSON object in `text` (inside a code fence or bare), or None."""
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
-        for start in (i for i, ch in enumerate(candidate) if ch in "{["):
-            try:
-                value, _ = decoder.raw_decode(candidate[start:])
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict | list):
-                return value
+def json_values(text: str) -> list[tuple[int, Any]]:
+    """Each top-level JSON object or array in `text`, bare or in a code fence, in order,
+    with the offset where it ends (values nested in another are part of it)."""
+    found: list[tuple[int, Any]] = []
+    at = 0
+    while (start := _JSON_START.search(text, at)) is not None:
+        try:
+            value, end = _DECODER.raw_decode(text, start.start())
+        except json.JSONDecodeError:
+            at = start.start() + 1
+            continue
+        found.append((end, value))
+        at = end
+    return found
+
+
+def _last_json(text: str, read: Callable[[Any], T | None]) -> tuple[int, T] | None:
+    """(end offset, what `read` makes of it) for the last JSON value `read` accepts."""
+    for end, value in reversed(json_values(text)):
+        got = read(value)
+        if got is not None:
+            return end, got
     return None
 
 
@@ -177,48 +195,107 @@ _VERDICT_WORDS: dict[str, Verdict] = {
     "responsea": "A",
     "responseb": "B",
 }
-_BRACKETED = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
+# Arena-Hard's verdicts (Li et al. 2024): [[A>>B]] significantly better, [[A>B]] slightly
+# better, [[A=B]] a tie; mapped onto our strengths 3 and 1.
+_ARENA = re.compile(r"\[\[\s*([AB])\s*(>>|>|=)\s*([AB])\s*\]\]")
+_ARENA_STRENGTH = {">>": 3, ">": 1}
+# Outside JSON a verdict letter is a capital: "a" is the article ("an answer a novice can
+# follow"). Words (tie, Response, Verdict) are read in any case.
+_BRACKETED = re.compile(r"\[\[\s*(A|B|C|(?i:tie))\s*\]\]")
+_NAMED = r"(?:(?i:response|assistant|answer|output|option)\s+)?"
+_PUNCT = r"[\s*_\"'\u201c\u201d]*"
 _LABELLED = re.compile(
-    r"(?:verdict|winner|better(?: response)?|preferred(?: response)?|choice|answer)"
-    r"\s*(?:is)?\s*[:=\-]?\s*\**\s*\"?(?:response\s+)?(A|B|tie)\b",
-    re.IGNORECASE,
+    r"\b(?i:(?:final\s+)?(?:verdict|winner|choice|decision|judge?ment|preference)|final\s+answer"
+    r"|(?:better|best|preferred|winning)(?:\s+(?:one|response|answer|assistant|output))?)"
+    + _PUNCT
+    + r"(?::|=|-|\u2013|\u2014|\b(?i:is)\b)"
+    + _PUNCT
+    + r"(?:(?i:a\s+)?((?i:tie))|"
+    + _NAMED
+    + r"([AB]))\b"
 )
+_PROSE = re.compile(
+    r"\b(?i:prefer(?:s|red)?|choose|chose|pick|select|go\s+with)\s+" + _NAMED + r"([AB])\b"
+    r"|\b" + _NAMED + r"([AB])\s+(?i:is|was)\s+"
+    r"(?:(?i:clearly|slightly|much|significantly|far|somewhat|marginally|overall|the)\s+)*"
+    r"(?i:better|superior|preferable|preferred|stronger)\b"
+    r"|\b(?i:it(?:'|\u2019)?s|it\s+is)\s+(?i:a\s+)?((?i:tie))\b"
+)
+_BARE = re.compile(_NAMED + r"([AB])|((?i:tie))")
 
 
-def _verdict_of(value: Any) -> Verdict | None:
+def _verdict_of(value: Any) -> tuple[Verdict, int | None] | None:
+    """A JSON verdict value ("A", "response b", "tie", "A>>B") and the strength it implies."""
     if not isinstance(value, str):
         return None
-    return _VERDICT_WORDS.get(_norm_key(value))
+    arena = _ARENA.fullmatch(f"[[{value.strip()}]]")
+    if arena is not None:
+        return _arena_verdict(arena)
+    choice = _VERDICT_WORDS.get(_norm_key(value))
+    return None if choice is None else (choice, None)
+
+
+def _arena_verdict(match: re.Match[str]) -> tuple[Verdict, int | None] | None:
+    left, op, right = match.groups()
+    if op == "=":
+        return "tie", None
+    return (left, _ARENA_STRENGTH[op]) if left != right else None  # type: ignore[return-value]
+
+
+def _word_verdict(match: re.Match[str]) -> Verdict:
+    """The verdict named by whichever group of a verdict pattern matched."""
+    word = next(g for g in match.groups() if g is not None)
+    return _VERDICT_WORDS[_norm_key(word)]
+
+
+def _json_verdict(data: Any) -> PairwiseVerdict | None:
+    if not isinstance(data, dict):
+        return None
+    found = _verdict_of(_lookup(data, "verdict", "winner", "choice", "preferred", "better"))
+    if found is None:
+        return None
+    choice, implied = found
+    strength = _as_int(_lookup(data, "strength", "margin"))
+    strength = strength if strength is not None and 1 <= strength <= 3 else implied
+    explanation = _lookup(data, "explanation", "rationale", "reason", "reasoning")
+    return PairwiseVerdict(
+        choice,
+        None if choice == "tie" else strength,
+        explanation.strip() if isinstance(explanation, str) else "",
+    )
 
 
 def parse_pairwise(text: str) -> PairwiseVerdict:
-    """Read a verdict from JSON (`verdict`), MT-Bench's `[[A]]` or a "Verdict: B" line.
+    """The judge's last verdict: from JSON (`verdict`, `winner`...), MT-Bench's `[[A]]` /
+    `[[C]]` or Arena-Hard's `[[A>>B]]`; failing those a labelled one ("Verdict: B",
+    "the better response is A"), then prose ("I prefer B", "A is better"), then a bare
+    "A", "B" or "tie".
 
-    A bare "A", "B" or "tie" is accepted too. Strength outside 1-3 is dropped; a tie
-    never has one.
+    The last verdict of the most explicit form found wins: reasoning comes first and may
+    quote a response that holds a verdict of its own. Strength outside 1-3 is dropped; a
+    tie never has one. A verdict outside JSON keeps the whole output as its explanation.
     """
-    data = extract_json(text)
-    if isinstance(data, dict):
-        choice = _verdict_of(_lookup(data, "verdict", "winner", "choice", "preferred", "better"))
-        if choice is not None:
-            strength = _lookup(data, "strength", "margin")
-            strength = strength if isinstance(strength, int) and 1 <= strength <= 3 else None
-            explanation = _lookup(data, "explanation", "rationale", "reason", "reasoning")
-            return PairwiseVerdict(
-                choice,
-                None if choice == "tie" else strength,
-                explanation.strip() if isinstance(explanation, str) else "",
-            )
-    stripped = text.strip().strip(".*\"'").strip()
-    for pattern in (_BRACKETED, _LABELLED):
-        found = {_verdict_of(m.group(1)) for m in pattern.finditer(text)}
-        if len(found) == 1:
-            return PairwiseVerdict(found.pop(), None, stripped if len(stripped) > 3 else "")
-        if len(found) > 1:
-            raise JudgeParseError(f"conflicting verdicts in the output: {_snippet(text)!r}")
-    bare = _verdict_of(stripped)
+    explained = text.strip().strip(".*\"'").strip()
+    explanation = explained if len(explained) > 3 else ""
+    marked: list[tuple[int, PairwiseVerdict]] = []
+    in_json = _last_json(text, _json_verdict)
+    if in_json is not None:
+        marked.append(in_json)
+    for m in _BRACKETED.finditer(text):
+        marked.append((m.end(), PairwiseVerdict(_word_verdict(m), None, explanation)))
+    for m in _ARENA.finditer(text):
+        found = _arena_verdict(m)
+        if found is not None:
+            marked.append((m.end(), PairwiseVerdict(found[0], found[1], explanation)))
+    if marked:
+        return max(marked, key=lambda item: item[0])[1]
+    for pattern in (_LABELLED, _PROSE):
+        matches = list(pattern.finditer(text))
+        if matches:
+            return PairwiseVerdict(_word_verdict(matches[-1]), None, explanation)
+    bare = _BARE.fullmatch(explained)
     if bare is not None:
-        return PairwiseVerdict(bare)
+        return PairwiseVerdict(_word_verdict(bare))
     raise JudgeParseError(f"no verdict (A, B or tie) found in: {_snippet(text)!r}")
 
 
@@ -230,12 +307,16 @@ def flip(choice: Verdict) -> Verdict:
 def combine_swapped(first: PairwiseVerdict, swapped: PairwiseVerdict) -> PairwiseVerdict:
     """One verdict from asking in both orders, the second with B shown first.
 
-    Agreeing orders keep the verdict and the weaker of the two strengths; any
-    disagreement (including one tie) is a tie, because the preference did not survive
-    the swap (Zheng et al. 2023, "Judging LLM-as-a-judge", position bias).
+    Agreeing orders keep the verdict, the weaker of the two strengths and the first
+    order's explanation; any disagreement (including one tie) is a tie, because the
+    preference did not survive the swap (Zheng et al. 2023, "Judging LLM-as-a-judge",
+    position bias). That tie has no explanation: each order's argues for a preference the
+    tie does not hold (both stay in the raw outputs).
     """
     second = flip(swapped.choice)
-    if first.choice != second or first.choice == "tie":
+    if first.choice != second:
+        return PairwiseVerdict("tie")
+    if first.choice == "tie":
         return PairwiseVerdict("tie", None, first.explanation)
     strengths = [s for s in (first.strength, swapped.strength) if s is not None]
     return PairwiseVerdict(first.choice, min(strengths) if strengths else None, first.explanation)
@@ -269,7 +350,18 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*")
+
+
+def _shown(value: Any) -> str:
+    """A rating as the judge wrote it: 4.5 for both 4.5 and "4.5", 'good' quoted."""
+    if isinstance(value, str):
+        return value.strip() if _NUMBER.fullmatch(value) else repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _ratings_from_json(data: Any) -> dict[str, tuple[Any, str]]:
+    """Normalised aspect name -> (raw rating, rationale) from one JSON value."""
     found: dict[str, tuple[Any, str]] = {}
     if isinstance(data, dict) and isinstance(_lookup(data, "ratings", "scores"), list | dict):
         data = _lookup(data, "ratings", "scores")
@@ -300,7 +392,7 @@ def _ratings_from_lines(text: str, aspects: Sequence[AspectSpec]) -> dict[str, t
         for aspect in aspects:
             m = re.match(
                 rf"^\W*{re.escape(aspect.name)}\W*(?:rating|score)?\s*[:=\-]\s*\**\s*"
-                r"(-?\d+)\**(?:\s*/\s*\d+)?\**\s*(.*)$",
+                r"(-?\d+(?:\.\d+)?)\**(?:\s*/\s*\d+)?\**\s*(.*)$",
                 line.strip(),
                 re.IGNORECASE,
             )
@@ -310,7 +402,7 @@ def _ratings_from_lines(text: str, aspects: Sequence[AspectSpec]) -> dict[str, t
             if not why and i + 1 < len(lines):
                 nxt = re.match(r"^\W*(?:rationale|reason)\s*:\s*(.+)$", lines[i + 1].strip(), re.I)
                 why = nxt.group(1).strip() if nxt else ""
-            found.setdefault(_norm_key(aspect.name), (m.group(1), why))
+            found[_norm_key(aspect.name)] = (m.group(1), why)  # the last line wins
     return found
 
 
@@ -318,13 +410,18 @@ def parse_ratings(text: str, aspects: Sequence[AspectSpec]) -> RatingsParse:
     """Per-aspect ratings from JSON (`{"Helpfulness": {"rating": 4, "rationale": ...}}`,
     or a list of `{aspect, rating, rationale}`) or from `Aspect: 4` lines.
 
-    Aspects that are missing or off their scale go to `problems`; raises when no aspect
-    could be read at all.
+    The last JSON naming an aspect wins, and for lines the last line of each aspect.
+    Aspects that are missing, not integers (4.5 is refused, not truncated) or off their
+    scale go to `problems`; raises when no aspect could be read at all.
     """
-    data = extract_json(text)
-    found = _ratings_from_json(data) if data is not None else {}
-    if not any(_norm_key(a.name) in found for a in aspects):
-        found = _ratings_from_lines(text, aspects)
+    names = {_norm_key(a.name) for a in aspects}
+
+    def naming_an_aspect(data: Any) -> dict[str, tuple[Any, str]] | None:
+        found = _ratings_from_json(data)
+        return found if names & found.keys() else None
+
+    in_json = _last_json(text, naming_an_aspect)
+    found = in_json[1] if in_json is not None else _ratings_from_lines(text, aspects)
     ratings, problems = [], []
     for aspect in aspects:
         raw, why = found.get(_norm_key(aspect.name), (None, ""))
@@ -332,7 +429,10 @@ def parse_ratings(text: str, aspects: Sequence[AspectSpec]) -> RatingsParse:
         if raw is None:
             problems.append(f"{aspect.name}: no rating")
         elif value is None:
-            problems.append(f"{aspect.name}: {raw!r} is not an integer")
+            problems.append(
+                f"{aspect.name}: {_shown(raw)} is not an integer on the "
+                f"{aspect.scale_min}-{aspect.scale_max} scale"
+            )
         elif not aspect.scale_min <= value <= aspect.scale_max:
             problems.append(
                 f"{aspect.name}: {value} is outside {aspect.scale_min}-{aspect.scale_max}"
@@ -347,21 +447,26 @@ def parse_ratings(text: str, aspects: Sequence[AspectSpec]) -> RatingsParse:
 # --- Ranking --------------------------------------------------------------------------
 
 
+def _ranking_of(data: Any) -> list[Any] | None:
+    if isinstance(data, dict):
+        data = _lookup(data, "ranking", "order", "rank")
+    return data if isinstance(data, list) else None
+
+
 def parse_ranking(text: str, count: int) -> list[int]:
     """The order of `count` numbered responses, best first, as 0-based indices.
 
-    Reads JSON `{"ranking": [2, 1, 3]}` or a line such as "Ranking: 2 > 1 > 3" or
-    "[2] > [1] > [3]". The order must name each response exactly once.
+    Reads the last JSON `{"ranking": [2, 1, 3]}` (or bare list), else the last line such as
+    "Ranking: 2 > 1 > 3", or "[2] > [1] > [3]". The order must name each response exactly
+    once; the JSON is tried first, then the line.
     """
     candidates: list[list[Any]] = []
-    data = extract_json(text)
-    if isinstance(data, dict) and isinstance(_lookup(data, "ranking", "order", "rank"), list):
-        candidates.append(_lookup(data, "ranking", "order", "rank"))
-    elif isinstance(data, list):
-        candidates.append(data)
-    line = re.search(r"(?:ranking|order)\s*[:=]\s*(.+)", text, re.IGNORECASE)
-    source = line.group(1) if line else text
-    if line or ">" in source:
+    in_json = _last_json(text, _ranking_of)
+    if in_json is not None:
+        candidates.append(in_json[1])
+    lines = list(re.finditer(r"(?:ranking|order)\s*[:=]\s*(.+)", text, re.IGNORECASE))
+    source = lines[-1].group(1) if lines else text
+    if lines or ">" in source:
         candidates.append(re.findall(r"\d+", source))
     expected = list(range(1, count + 1))
     for numbers in candidates:
@@ -401,24 +506,6 @@ class SpansParse:
 SEVERITIES = ("minor", "major", "critical")
 
 
-def _normalised(text: str) -> tuple[str, list[int]]:
-    """Lower-cased text with whitespace runs collapsed, and each char's original index."""
-    chars: list[str] = []
-    index: list[int] = []
-    previous_space = False
-    for i, ch in enumerate(text):
-        if ch.isspace():
-            if previous_space:
-                continue
-            chars.append(" ")
-            previous_space = True
-        else:
-            chars.append(ch.lower())
-            previous_space = False
-        index.append(i)
-    return "".join(chars), index
-
-
 def locate_quote(
     response: str, quote: str, taken: Set[tuple[int, int]] = frozenset()
 ) -> tuple[int, int] | None:
@@ -433,24 +520,29 @@ def locate_quote(
         if (start, start + len(quote)) not in taken:
             return start, start + len(quote)
         start = response.find(quote, start + 1)
-    haystack, index = _normalised(response)
-    needle, _ = _normalised(quote)
-    needle = needle.strip()
-    at = haystack.find(needle)
-    while at != -1:
-        begin, last = index[at], index[at + len(needle) - 1]
-        if (begin, last + 1) not in taken:
-            return begin, last + 1
-        at = haystack.find(needle, at + 1)
+    # Matched over the original text: a lower-cased copy can be longer ("\u0130".lower() is
+    # two code points), so offsets found in it would be shifted or run past the end.
+    words = re.compile(r"\s+".join(map(re.escape, quote.split())), re.IGNORECASE)
+    at = 0
+    while (found := words.search(response, at)) is not None:
+        if found.span() not in taken:
+            return found.span()
+        at = found.start() + 1
+    return None
+
+
+def _span_list(data: Any) -> list[dict[str, Any]] | None:
+    if isinstance(data, dict):
+        data = _lookup(data, "spans", "errors", "issues")
+    if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+        return data
     return None
 
 
 def _span_items(text: str) -> list[dict[str, Any]]:
-    data = extract_json(text)
-    if isinstance(data, dict):
-        data = _lookup(data, "spans", "errors", "issues")
-    if isinstance(data, list):
-        return [item for item in data if isinstance(item, dict)]
+    in_json = _last_json(text, _span_list)
+    if in_json is not None:
+        return in_json[1]
     # Fallback: lines like  - "quoted text" (Label, major): comment
     items = []
     for m in re.finditer(
@@ -475,13 +567,15 @@ def parse_spans(text: str, response: str, labels: Sequence[LabelSpec]) -> SpansP
 
     Reads JSON `{"spans": [{"quote", "label", "severity", "comment"}]}` or lines like
     `"quote" (Label, major): comment`. An empty list is a valid answer (nothing wrong).
-    Quotes not in the response go to `unmatched`, unknown labels to `problems`.
+    Quotes not in the response go to `unmatched`, unknown labels to `problems`. One quote
+    may carry several labels (the same offsets again); the same quote with the same label
+    again maps to its next occurrence.
     """
     by_name = {_norm_key(label.name): label for label in labels}
     spans: list[FoundSpan] = []
     unmatched: list[str] = []
     problems: list[str] = []
-    taken: set[tuple[int, int]] = set()
+    taken: dict[str, set[tuple[int, int]]] = {}  # per label
     for item in _span_items(text):
         quote = _lookup(item, "quote", "text", "span")
         label_name = _lookup(item, "label", "category", "type")
@@ -495,11 +589,18 @@ def parse_spans(text: str, response: str, labels: Sequence[LabelSpec]) -> SpansP
             else:
                 problems.append(f"unknown label {label_name!r} for {_snippet(quote, 40)!r}")
                 continue
-        where = locate_quote(response, quote, taken)
+        used = taken.setdefault(label.name, set())
+        where = locate_quote(response, quote, used)
         if where is None:
-            unmatched.append(quote)
+            if used and locate_quote(response, quote) is not None:
+                problems.append(
+                    f"{_snippet(quote, 40)!r} is quoted more often than it occurs "
+                    f"(label {label.name})"
+                )
+            else:
+                unmatched.append(quote)
             continue
-        taken.add(where)
+        used.add(where)
         severity = _lookup(item, "severity")
         severity = severity.lower() if isinstance(severity, str) else ""
         comment = _lookup(item, "comment", "explanation", "reason")
@@ -519,16 +620,93 @@ def parse_spans(text: str, response: str, labels: Sequence[LabelSpec]) -> SpansP
 
 
 def parse_critique(text: str) -> str:
-    """The critique without a leading "Critique:" label; empty output is an error."""
-    data = extract_json(text)
-    if isinstance(data, dict):
-        value = _lookup(data, "critique", "feedback", "comment")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+    """The critique without a leading "Critique:" label, or the last JSON `critique`;
+    empty output is an error."""
+
+    def critique_of(data: Any) -> str | None:
+        value = _lookup(data, "critique", "feedback", "comment") if isinstance(data, dict) else None
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    in_json = _last_json(text, critique_of)
+    if in_json is not None:
+        return in_json[1]
     body = re.sub(r"^\s*\**critique\**\s*:\s*", "", text, flags=re.IGNORECASE).strip()
     if not body:
         raise JudgeParseError("the critique is empty")
     return body
+
+
+# --- Structured output ----------------------------------------------------------------
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    # Every property required and no others: what OpenAI's strict mode demands.
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+_TEXT = {"type": "string"}
+
+
+def answer_schema(
+    kind: str,
+    *,
+    aspects: Sequence[AspectSpec] = (),
+    labels: Sequence[LabelSpec] = (),
+    count: int = 0,
+) -> dict[str, Any] | None:
+    """The JSON schema of a judge's answer of `kind`, as the default templates ask for it;
+    None for a free-text critique.
+
+    For backends that constrain decoding to a schema (an OpenAI-compatible
+    `response_format`; vLLM and llama.cpp servers honour it), so the answer always parses.
+    Reasons come before the verdict or rating they support, as in the templates, because
+    constrained decoding writes properties in schema order. `count`: responses ranked.
+    """
+    if kind == "pairwise":
+        return _object(
+            {
+                "explanation": _TEXT,
+                "verdict": {"type": "string", "enum": ["A", "B", "tie"]},
+                "strength": {"type": "integer", "enum": [1, 2, 3]},
+            }
+        )
+    if kind == "rating":
+        return _object(
+            {
+                a.name: _object(
+                    {
+                        "rationale": _TEXT,
+                        "rating": {
+                            "type": "integer",
+                            "enum": list(range(a.scale_min, a.scale_max + 1)),
+                        },
+                    }
+                )
+                for a in aspects
+            }
+        )
+    if kind == "ranking":
+        number = {"type": "integer", "enum": list(range(1, count + 1))}
+        return _object(
+            {"ranking": {"type": "array", "items": number, "minItems": count, "maxItems": count}}
+        )
+    if kind == "span":
+        label = {"type": "string", "enum": [lb.name for lb in labels]} if labels else _TEXT
+        span = _object(
+            {
+                "quote": _TEXT,
+                "label": label,
+                "severity": {"type": "string", "enum": list(SEVERITIES)},
+                "comment": _TEXT,
+            }
+        )
+        return _object({"spans": {"type": "array", "items": span}})
+    return None
 
 
 # --- Judge quality --------------------------------------------------------------------

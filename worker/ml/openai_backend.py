@@ -13,7 +13,7 @@ because vLLM batches concurrent requests on the server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -92,8 +92,10 @@ def chat_completion(
     params: GenerationParams,
     *,
     seed: int,
+    schema: Mapping[str, Any] | None = None,
 ) -> Completion:
-    """One completion of one chat; raises Transient/PermanentBackendError on failure."""
+    """One completion of one chat, its answer constrained to the JSON `schema` if given;
+    raises Transient/PermanentBackendError on failure."""
     body: dict[str, Any] = {
         "model": endpoint.model,
         "messages": [{"role": m["role"], "content": m["content"]} for m in chat],
@@ -103,6 +105,11 @@ def chat_completion(
         "max_tokens": params.max_new_tokens,
         "seed": seed,
     }
+    if schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+        }
     try:
         response = client.post("chat/completions", json=body)
     except httpx.TransportError as exc:  # connect/read/write errors and timeouts
@@ -137,8 +144,10 @@ def generate_completions_openai(
     *,
     client: httpx.Client | None = None,
     on_progress: ProgressCallback | None = None,
+    schemas: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> list[list[Completion]]:
     """`params.n` completions per chat from the endpoint; result[i][j] is sample j of chat i.
+    `schemas[i]`, when given and not None, is the JSON schema chat i's answers must follow.
 
     Greedy (temperature 0) asks once per chat and repeats the answer n times. The first
     failure cancels the requests not yet sent and is raised after those in flight end;
@@ -160,6 +169,7 @@ def generate_completions_openai(
                 chats[p],
                 params,
                 seed=_sample_seed(params.seed, p, s),
+                schema=schemas[p] if schemas else None,
             ): (p, s)
             for p, s in jobs
         }

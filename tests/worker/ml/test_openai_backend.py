@@ -191,3 +191,32 @@ def test_an_unreachable_server_is_transient():
         generate_completions_openai(
             _endpoint(f"http://127.0.0.1:{port}/v1"), CHATS, GenerationParams()
         )
+
+
+def test_a_json_schema_is_sent_as_response_format_only_with_the_chat_it_belongs_to(server_url):
+    schema = {
+        "type": "object",
+        "properties": {"verdict": {"type": "string", "enum": ["A", "B", "tie"]}},
+        "required": ["verdict"],
+        "additionalProperties": False,
+    }
+    params = GenerationParams(n=2, temperature=0.7, max_new_tokens=8)
+    generate_completions_openai(_endpoint(server_url), CHATS, params, schemas=[schema, None])
+
+    with_schema = [r for r in FakeVLLM.requests if r["messages"] == CHATS[0]]
+    without = [r for r in FakeVLLM.requests if r["messages"] == CHATS[1]]
+    assert (len(with_schema), len(without)) == (2, 2)
+    assert all(
+        r["response_format"]
+        == {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+        }
+        for r in with_schema
+    )
+    assert not any("response_format" in r for r in without)
+
+
+def test_no_schemas_send_no_response_format(server_url):
+    generate_completions_openai(_endpoint(server_url), CHATS, GenerationParams())
+    assert all("response_format" not in r for r in FakeVLLM.requests)
