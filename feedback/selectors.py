@@ -64,6 +64,10 @@ def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | 
     return member.project if member is not None else None
 
 
+# Roles that read a project's reports: exports, agreement, consistency, judge quality.
+REPORT_ROLES = frozenset({ProjectMember.Role.ADMIN, ProjectMember.Role.VIEWER})
+
+
 def member_role(user: AbstractBaseUser, project: Project) -> str | None:
     """The user's role in the project (superusers act as admins), or None."""
     if user.is_superuser:
