@@ -25,9 +25,8 @@ from feedback.models import (
     Submission,
     Task,
 )
-from feedback.queue import task_slots_recount
 from feedback.selectors import projects_administered
-from feedback.services import FeedbackError
+from feedback.services import FeedbackError, project_update
 
 # How each model reaches its project, for scoping querysets and foreign-key choices.
 PROJECT_PATH = {
@@ -112,9 +111,10 @@ class ProjectAdmin(ProjectScopedAdmin):
     ]
 
     def save_model(self, request, obj: Project, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        if change and "annotators_per_task" in form.changed_data:
-            task_slots_recount(project=obj)
+        if change:
+            project_update(project=obj)  # the form set the fields; the service recounts
+        else:
+            super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change: bool) -> None:
         super().save_related(request, form, formsets, change)

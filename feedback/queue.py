@@ -202,14 +202,3 @@ def task_submit(
     return submission_create(
         task=task, annotator=annotator, feedback=feedback, duration_ms=duration_ms
     )
-
-
-@transaction.atomic
-def task_slots_recount(*, project: Project) -> int:
-    """Re-derive is_full after the project's annotators_per_task changed; tasks updated."""
-    return Task.objects.filter(project=project).update(
-        is_full=Case(
-            When(slots_taken__gte=project.annotators_per_task, then=Value(True)),
-            default=Value(False),
-        )
-    )

@@ -157,3 +157,14 @@ def test_superusers_see_every_project(client, projects):
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
     page = client.get(reverse("admin:feedback_project_changelist"))
     assert set(page.context["cl"].result_list) == set(projects.values())
+
+
+def test_raising_annotators_per_task_in_the_admin_reopens_full_tasks(client, staff, projects):
+    mine = projects["mine"]
+    task = task_with_responses(mine, "pair", 2)
+    Task.objects.filter(pk=task.pk).update(slots_taken=1, is_full=True)
+    client.force_login(staff)
+    url = reverse("admin:feedback_project_change", args=[mine.pk])
+    response = client.post(url, {**form_data(client.get(url)), "annotators_per_task": 3})
+    assert response.status_code == 302, response.context["errors"]
+    assert Task.objects.get(pk=task.pk).is_full is False
