@@ -190,7 +190,10 @@ def task_submit(
     )
     if assignment is None or assignment.status == Status.SKIPPED:
         if not _take_slot(task.pk, task.project.annotators_per_task):
-            raise FeedbackError("Your lease on this task ran out and it has enough annotators now.")
+            raise FeedbackError(
+                "Your answer was not saved: your lease on this task ran out and the task has "
+                "enough annotators now. Skip to the next task."
+            )
         if assignment is None:
             assignment = Assignment(
                 project_id=task.project_id, task=task, annotator=annotator, leased_until=now
