@@ -162,7 +162,7 @@ def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpRes
 @require_POST
 @annotator_page
 def task_skip(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
-    task = _held_task(request, project, task_id)
+    task = _held_task(request, project, task_id, lapsed=True)
     # A lease already gone (lapsed or submitted) leaves nothing to skip: move on as asked.
     with suppress(FeedbackError):
         queue.task_skip(task=task, annotator=request.user)

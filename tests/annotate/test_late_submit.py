@@ -65,6 +65,9 @@ def test_an_answer_after_someone_else_took_the_task_is_refused_in_the_card(
     lapsed.refresh_from_db()
     assert lapsed.slots_taken == 1
     assert Assignment.objects.get(annotator=other).status == Assignment.Status.ACTIVE
+    # The message says to skip: that moves on to the next card.
+    skip = client.post(f"/projects/{project.pk}/tasks/{lapsed.pk}/skip/", **HTMX)
+    assert skip.status_code == 204
 
 
 def test_a_task_never_leased_still_cannot_be_answered(client, project, annotator):
