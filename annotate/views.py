@@ -12,6 +12,7 @@ from contextlib import suppress
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -35,11 +36,19 @@ CONTENT_SECURITY_POLICY = "script-src 'self'; object-src 'none'; base-uri 'self'
 
 
 def annotator_page(view):
-    """Log-in required, project resolved, annotators only, and the page's CSP set."""
+    """Log-in required, project resolved, annotators only, and the page's CSP set.
 
-    @login_required
+    An htmx request without a session (it ended while the page was open) gets 401: sent to
+    the login page, the request would follow the redirect and answer 200 with nothing to
+    swap, and the annotator would think their answer was saved.
+    """
+
     @wraps(view)
     def wrapper(request: HttpRequest, project_id: int, **kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            if request.htmx:
+                return HttpResponse("Your session has ended: log in again.", status=401)
+            return redirect_to_login(request.get_full_path())
         project = project_for_annotator(request.user, project_id)
         if project is None:
             raise Http404("No such project.")
@@ -97,12 +106,17 @@ def task_next(request: HttpRequest, project: Project) -> HttpResponse:
     return _render_task(request, project, assignment.task if assignment else None, fresh=True)
 
 
-def _held_task(request: HttpRequest, project: Project, task_id: int) -> Task:
-    """A task of the project the annotator holds or has answered; 404 for any other."""
+def _held_task(
+    request: HttpRequest, project: Project, task_id: int, *, lapsed: bool = False
+) -> Task:
+    """A task of the project the annotator holds or has answered; 404 for any other.
+
+    `lapsed`: a lease that ran out counts too (an answer to it may still be taken).
+    """
     task = get_object_or_404(Task.objects.select_related("prompt"), pk=task_id, project=project)
-    had = Assignment.objects.filter(task=task, annotator=request.user).exclude(
-        status=Assignment.Status.EXPIRED
-    )
+    had = Assignment.objects.filter(task=task, annotator=request.user)
+    if not lapsed:
+        had = had.exclude(status=Assignment.Status.EXPIRED)
     if not had.exists():
         raise Http404("No such task.")
     task.project = project
@@ -125,7 +139,9 @@ def _done(request: HttpRequest, project: Project) -> HttpResponse:
 @require_POST
 @annotator_page
 def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
-    task = _held_task(request, project, task_id)
+    """Store the answer; after the lease lapsed, the queue takes it while the task needs it,
+    else refuses it and the card shows why, with the form as the annotator left it."""
+    task = _held_task(request, project, task_id, lapsed=True)
     try:
         feedback = feedback_from_post(request.POST, task_screen(task=task, annotator=request.user))
         queue.task_submit(
@@ -146,7 +162,7 @@ def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpRes
 @require_POST
 @annotator_page
 def task_skip(request: HttpRequest, project: Project, task_id: int) -> HttpResponse:
-    task = _held_task(request, project, task_id)
+    task = _held_task(request, project, task_id, lapsed=True)
     # A lease already gone (lapsed or submitted) leaves nothing to skip: move on as asked.
     with suppress(FeedbackError):
         queue.task_skip(task=task, annotator=request.user)

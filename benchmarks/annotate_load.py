@@ -81,6 +81,7 @@ def drop_database(name: str) -> None:
 def setup_django(db_url: str) -> None:
     os.environ["DATABASE_URL"] = db_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "django-insecure-benchmark-only-key")
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -322,6 +323,9 @@ def start_gunicorn(db_url: str, port: int, workers: int, threads: int) -> subpro
         **os.environ,
         "DATABASE_URL": db_url,
         "DJANGO_DEBUG": "0",
+        # Production settings, spoken over plain http: no TLS proxy in front here.
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SECURE_COOKIES": "0",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_CONN_MAX_AGE": "600",
         "GUNICORN_BIND": f"127.0.0.1:{port}",

@@ -37,6 +37,7 @@ def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
     os.environ.setdefault("DJANGO_DEBUG", "0")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "django-insecure-benchmark-only-key")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 

@@ -1,27 +1,59 @@
 """Settings, read from the environment (see README, "Configuration").
 
-With no environment at all this runs the demo: SQLite in the checkout and Celery tasks
-executed in-process, so a fresh machine needs neither PostgreSQL nor Redis.
+Unset means production: DEBUG off, HTTPS-only cookies, HSTS and a redirect to HTTPS, and
+no start without DJANGO_SECRET_KEY. `DJANGO_DEBUG=1` (which `bin/demo` sets) turns those
+off for plain http on one's own machine. Without DATABASE_URL or CELERY_BROKER_URL the app
+uses SQLite in the checkout and runs Celery tasks in-process, so the demo needs neither
+PostgreSQL nor Redis.
 """
 
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_flag(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}
+    """A yes/no variable; unset or empty (as compose passes an unset `${VAR}`) is `default`."""
+    value = os.environ.get(name, "").strip().lower()
+    return value in {"1", "true", "yes", "on"} if value else default
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-DEBUG = env_flag("DJANGO_DEBUG", True)
+DEBUG = env_flag("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Production needs a long random value, e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`; for development "
+            "on your own machine set DJANGO_DEBUG=1 instead."
+        )
+    SECRET_KEY = "django-insecure-development-only-key"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
 CSRF_TRUSTED_ORIGINS = [
     origin for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin
 ]
+
+# HTTPS. Production runs behind a proxy that ends TLS and sets X-Forwarded-Proto (and
+# overwrites one sent by the client); each setting can be turned off by its variable, e.g.
+# to try the compose stack on plain http. Under DEBUG they default to off.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_flag("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("DJANGO_SECURE_HSTS_SECONDS") or ("0" if DEBUG else str(365 * 24 * 3600))
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_flag("DJANGO_SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",

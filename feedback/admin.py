@@ -1,4 +1,10 @@
-"""Django admin: admins create and configure projects fully here, and import files."""
+"""Django admin: admins create and configure projects fully here, and import files.
+
+Model permissions say which kinds of rows a staff user may touch; project roles say which
+rows. Outside superusers, every list, form and choice below is limited to the projects where
+the user is a project admin, so a staff user cannot reach another project or grant
+themselves a place in it.
+"""
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,8 +25,45 @@ from feedback.models import (
     Submission,
     Task,
 )
-from feedback.queue import task_slots_recount
-from feedback.services import FeedbackError
+from feedback.selectors import projects_administered
+from feedback.services import FeedbackError, project_update
+
+# How each model reaches its project, for scoping querysets and foreign-key choices.
+PROJECT_PATH = {
+    Project: "pk",
+    Prompt: "project",
+    Response: "prompt__project",
+    Task: "project",
+    Job: "project",
+    Submission: "task__project",
+    JudgeOutput: "task__project",
+}
+
+
+def in_own_projects(request, queryset):
+    """The queryset limited to projects the user administers (superusers: unchanged)."""
+    if request.user.is_superuser:
+        return queryset
+    path = PROJECT_PATH[queryset.model]
+    return queryset.filter(**{f"{path}__in": projects_administered(request.user)})
+
+
+class ProjectScopedAdmin(admin.ModelAdmin):
+    """Rows, and the rows a form may point at, of the user's own projects only.
+
+    Project filters in lists use RelatedOnlyFieldListFilter, so other projects' names do
+    not show there either.
+    """
+
+    def get_queryset(self, request):
+        return in_own_projects(request, super().get_queryset(request))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.related_model in PROJECT_PATH:
+            kwargs["queryset"] = in_own_projects(
+                request, db_field.related_model._default_manager.all()
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class RatingAspectInline(admin.TabularInline):
@@ -44,7 +87,7 @@ class ImportForm(forms.Form):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScopedAdmin):
     list_display = ["name", "feedback_kind_list", "annotators_per_task", "created_at"]
     search_fields = ["name"]
     inlines = [RatingAspectInline, SpanLabelInline, ProjectMemberInline]
@@ -68,9 +111,21 @@ class ProjectAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request, obj: Project, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        if change and "annotators_per_task" in form.changed_data:
-            task_slots_recount(project=obj)
+        if change:
+            project_update(project=obj)  # the form set the fields; the service recounts
+        else:
+            super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change and not request.user.is_superuser:
+            # The creator administers the new project, as through the API, so it stays in
+            # their lists (superusers see every project anyway).
+            ProjectMember.objects.update_or_create(
+                project=form.instance,
+                user=request.user,
+                defaults={"role": ProjectMember.Role.ADMIN},
+            )
 
     @admin.display(description="Feedback kinds")
     def feedback_kind_list(self, project: Project) -> str:
@@ -87,7 +142,7 @@ class ProjectAdmin(admin.ModelAdmin):
         ]
 
     def import_view(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(self.get_queryset(request), pk=project_id)
         if not self.has_change_permission(request, project):
             return redirect("admin:index")
         form = ImportForm(request.POST or None, request.FILES or None)
@@ -117,23 +172,23 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ProjectScopedAdmin):
     list_display = ["id", "project", "external_id", "created_at"]
-    list_filter = ["project"]
+    list_filter = [("project", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["external_id", "text"]
 
 
 @admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
+class ResponseAdmin(ProjectScopedAdmin):
     list_display = ["id", "prompt", "model_name", "author", "created_at"]
     list_filter = ["model_name"]
     raw_id_fields = ["prompt", "author", "job"]
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(ProjectScopedAdmin):
     list_display = ["id", "project", "layout", "priority", "created_at"]
-    list_filter = ["project", "layout"]
+    list_filter = [("project", admin.RelatedOnlyFieldListFilter), "layout"]
     raw_id_fields = ["prompt"]
 
 
@@ -158,7 +213,7 @@ class ParsedFilter(admin.SimpleListFilter):
 
 
 @admin.register(JudgeOutput)
-class JudgeOutputAdmin(admin.ModelAdmin):
+class JudgeOutputAdmin(ProjectScopedAdmin):
     """What judges said, read-only: where to look when a judge's verdicts go missing."""
 
     list_display = ["id", "judge", "job", "task", "kind", "swapped", "parse_error", "created_at"]
@@ -178,13 +233,13 @@ class JudgeOutputAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ProjectScopedAdmin):
     list_display = ["id", "project", "kind", "status", "done", "total", "created_at"]
     list_filter = ["kind", "status"]
 
 
 @admin.register(Submission)
-class SubmissionAdmin(admin.ModelAdmin):
+class SubmissionAdmin(ProjectScopedAdmin):
     list_display = ["id", "task", "annotator", "judge", "is_current", "duration_ms", "created_at"]
     list_filter = ["is_current", "judge"]
     raw_id_fields = ["task", "supersedes", "job"]

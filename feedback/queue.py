@@ -190,7 +190,10 @@ def task_submit(
     )
     if assignment is None or assignment.status == Status.SKIPPED:
         if not _take_slot(task.pk, task.project.annotators_per_task):
-            raise FeedbackError("Your lease on this task ran out and it has enough annotators now.")
+            raise FeedbackError(
+                "Your answer was not saved: your lease on this task ran out and the task has "
+                "enough annotators now. Skip to the next task."
+            )
         if assignment is None:
             assignment = Assignment(
                 project_id=task.project_id, task=task, annotator=annotator, leased_until=now
@@ -201,15 +204,4 @@ def task_submit(
         assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
     return submission_create(
         task=task, annotator=annotator, feedback=feedback, duration_ms=duration_ms
-    )
-
-
-@transaction.atomic
-def task_slots_recount(*, project: Project) -> int:
-    """Re-derive is_full after the project's annotators_per_task changed; tasks updated."""
-    return Task.objects.filter(project=project).update(
-        is_full=Case(
-            When(slots_taken__gte=project.annotators_per_task, then=Value(True)),
-            default=Value(False),
-        )
     )

@@ -45,6 +45,13 @@ def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
     return Project.objects.filter(members__user=user).annotate(role=F("members__role"))
 
 
+def projects_administered(user: AbstractBaseUser) -> QuerySet[Project]:
+    """Projects the user configures (all for superusers): what the Django admin shows them."""
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(members__user=user, members__role=ProjectMember.Role.ADMIN)
+
+
 def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | None:
     """The project if the user may annotate it (annotator or admin, or superuser), else None.
 
@@ -62,6 +69,10 @@ def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | 
         .first()
     )
     return member.project if member is not None else None
+
+
+# Roles that read a project's reports: exports, agreement, consistency, judge quality.
+REPORT_ROLES = frozenset({ProjectMember.Role.ADMIN, ProjectMember.Role.VIEWER})
 
 
 def member_role(user: AbstractBaseUser, project: Project) -> str | None:

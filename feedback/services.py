@@ -621,11 +621,32 @@ def project_create(*, creator: AbstractBaseUser, **fields) -> Project:
 
 @transaction.atomic
 def project_update(*, project: Project, **fields) -> Project:
+    """Change a project's fields (or save changes already set on it) and keep its queue right.
+
+    Every path (API, admin, shell) comes here, so that a new `annotators_per_task` reopens
+    tasks that now need more annotators, and closes those that have enough.
+    """
     for name, value in fields.items():
         setattr(project, name, value)
     _validate(project)
+    # Locked, so that two concurrent updates cannot both miss the change.
+    stored = Project.objects.select_for_update().values_list("annotators_per_task", flat=True)
+    before = stored.get(pk=project.pk)
     project.save()
+    if project.annotators_per_task != before:
+        task_slots_recount(project=project)
     return project
+
+
+@transaction.atomic
+def task_slots_recount(*, project: Project) -> int:
+    """Re-derive is_full after the project's annotators_per_task changed; tasks updated."""
+    return Task.objects.filter(project=project).update(
+        is_full=models.Case(
+            models.When(slots_taken__gte=project.annotators_per_task, then=models.Value(True)),
+            default=models.Value(False),
+        )
+    )
 
 
 def _validate(instance) -> None:

@@ -1,20 +1,32 @@
 """Pages for project admins (the annotator pages live in `annotate`)."""
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from feedback.models import Project, ProjectMember
-from feedback.selectors import member_role, project_agreement, project_consistency
+from feedback.models import Project
+from feedback.selectors import REPORT_ROLES, member_role, project_agreement, project_consistency
+
+
+def report_project(request: HttpRequest, project_id: int) -> Project:
+    """The project if the user reads its reports; as the API: 404 outside it, 403 inside.
+
+    Being staff grants nothing here: roles come from project membership (or superuser).
+    """
+    project = get_object_or_404(Project, pk=project_id)
+    role = member_role(request.user, project)
+    if role is None:
+        raise Http404("No such project.")
+    if role not in REPORT_ROLES:
+        raise PermissionDenied("Only the project's admins and viewers read its reports.")
+    return project
 
 
 @login_required
 def project_agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Agreement and cross-protocol consistency, for the project's admins and staff."""
-    project = get_object_or_404(Project, pk=project_id)
-    is_admin = member_role(request.user, project) == ProjectMember.Role.ADMIN
-    if not (is_admin or request.user.is_staff):
-        raise Http404("No such project.")
+    """Agreement and cross-protocol consistency, for the project's admins and viewers."""
+    project = report_project(request, project_id)
     sources = request.GET.get("sources", "annotators")
     if sources not in {"annotators", "judges", "all"}:
         sources = "annotators"

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from feedback.models import Project, ProjectMember
-from feedback.selectors import member_role
+from feedback.selectors import REPORT_ROLES, member_role
 
 ADMIN = ProjectMember.Role.ADMIN
 ANNOTATOR = ProjectMember.Role.ANNOTATOR
@@ -49,7 +49,7 @@ class IsProjectMember(_ProjectRole):
 class IsProjectReader(_ProjectRole):
     """Admins and viewers read (exports, agreement); annotators do not; admins write."""
 
-    read_roles = frozenset({ADMIN, VIEWER})
+    read_roles = REPORT_ROLES
 
 
 class IsStaff(BasePermission):

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from feedback.io import prompts_import_file
@@ -50,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Set up only.")
 
     def handle(self, *args, addrport: str, no_serve: bool, **options) -> None:
+        if not settings.DEBUG:
+            # The demo's users have the password "demo", and runserver speaks plain http.
+            raise CommandError(
+                "The demo runs only with DJANGO_DEBUG=1 (bin/demo sets it): it creates users "
+                "with a known password and serves plain http."
+            )
         call_command("migrate", interactive=False, verbosity=0)
         project = self.demo_project()
         url = f"http://{addrport}/"

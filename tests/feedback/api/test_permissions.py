@@ -163,9 +163,9 @@ def test_annotators_see_only_their_own_feedback(world, project):
 
 @pytest.mark.parametrize(
     ("role", "status"),
-    [("admin", 200), ("annotator", 404), ("viewer", 404), ("outsider", 404)],
+    [("admin", 200), ("annotator", 403), ("viewer", 200), ("outsider", 404)],
 )
-def test_the_agreement_page_is_for_project_admins(world, client, role, status):
+def test_the_agreement_page_is_for_project_admins_and_viewers(world, client, role, status):
     client.force_login(world["users"][role])
     response = client.get(reverse("feedback:project-agreement", args=[world["project"]]))
     assert response.status_code == status
@@ -173,10 +173,10 @@ def test_the_agreement_page_is_for_project_admins(world, client, role, status):
         assert b"Fleiss" in response.content and b"Kendall" in response.content
 
 
-def test_staff_see_the_agreement_page_of_any_project(world, client):
+def test_staff_who_are_not_members_do_not_see_the_agreement_page(world, client):
     client.force_login(UserFactory(username="staff", is_staff=True))
     response = client.get(reverse("feedback:project-agreement", args=[world["project"]]))
-    assert response.status_code == 200
+    assert response.status_code == 404
 
 
 def test_a_time_filter_far_from_utc_is_answered_not_a_server_error(world, project):

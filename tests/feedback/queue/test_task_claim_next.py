@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 
 from feedback.models import Assignment, ProjectMember, Task
-from feedback.queue import leases_expire, task_claim_next, task_slots_recount
+from feedback.queue import leases_expire, task_claim_next
+from feedback.services import task_slots_recount
 from tests.factories import MemberFactory, UserFactory, task_with_responses
 
 pytestmark = pytest.mark.django_db
