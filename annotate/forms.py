@@ -14,6 +14,7 @@ from typing import Any
 from django.http import QueryDict
 
 from feedback.models import FeedbackKind, FreeTextFeedback, RatingAspect, Response
+from feedback.schemas import NUL_MESSAGE
 from feedback.selectors import TaskScreen
 from feedback.services import (
     FeedbackError,
@@ -158,10 +159,38 @@ def duration_from_post(data: QueryDict) -> int | None:
     return None if duration is None or duration < 0 else min(duration, MAX_DURATION_MS)
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def spans_from_json(text: str) -> list[SpanInput]:
+    """The page's span list; ValueError, TypeError, KeyError, OverflowError or RecursionError
+    when it is not a list of span objects with finite numbers."""
+    raw = json.loads(text, parse_constant=_no_constant)  # Infinity, NaN
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise TypeError("spans must be a list of objects")
+    return [
+        SpanInput(
+            response_id=int(item["response_id"]),
+            label_id=int(item["label_id"]),
+            start=int(item["start"]),  # OverflowError for 1e999, which parses as infinity
+            end=int(item["end"]),
+            severity=str(item.get("severity") or "minor"),
+            comment=str(item.get("comment") or ""),
+        )
+        for item in raw
+    ]
+
+
 def feedback_from_post(data: QueryDict, screen: TaskScreen) -> FeedbackInput:
     """Read the task form; FeedbackError names each missing or malformed field."""
     kinds, modes = screen.kinds, screen.task.project.free_text_modes
-    errors: dict[str, list[str]] = {}
+    # PostgreSQL cannot store NUL: name the field rather than fail on the insert.
+    errors: dict[str, list[str]] = {
+        name: [f"The answer {NUL_MESSAGE}."]
+        for name, values in data.lists()
+        if any("\x00" in value for value in values)
+    }
     pairwise = None
     texts: list[FreeTextInput] = []
 
@@ -196,19 +225,8 @@ def feedback_from_post(data: QueryDict, screen: TaskScreen) -> FeedbackInput:
     spans: list[SpanInput] = []
     if FeedbackKind.SPAN in kinds and data.get("spans"):
         try:
-            raw = json.loads(data["spans"])
-            spans = [
-                SpanInput(
-                    response_id=int(item["response_id"]),
-                    label_id=int(item["label_id"]),
-                    start=int(item["start"]),
-                    end=int(item["end"]),
-                    severity=str(item.get("severity") or "minor"),
-                    comment=str(item.get("comment") or ""),
-                )
-                for item in raw
-            ]
-        except (ValueError, TypeError, KeyError):
+            spans = spans_from_json(data["spans"])
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
             errors["spans"] = ["The marked spans could not be read; reload the task."]
 
     if screen.task.layout == "single":

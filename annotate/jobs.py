@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
+from feedback.endpoints import inference_endpoints
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
@@ -37,12 +38,13 @@ def _admin_project(request: HttpRequest, project_id: int) -> Project:
 class GenerateForm(forms.Form):
     models = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One model per line: a hub name, a local directory, a .gguf file or a "
-        "served model name. Write 'label = location' to record another name.",
+        help_text="One model per line: a hub name, a directory or .gguf file under an allowed "
+        "model directory, or a served model name. Write 'label = location' to record "
+        "another name.",
     )
     backend = forms.ChoiceField(choices=Judge.Backend.choices)
-    base_url = forms.URLField(
-        required=False, assume_scheme="http", help_text="OpenAI-compatible server, .../v1"
+    endpoint = forms.ChoiceField(
+        required=False, help_text="For the openai backend: a server the operator registered."
     )
     n = forms.IntegerField(min_value=1, max_value=64, initial=4, label="Answers per prompt")
     temperature = forms.FloatField(min_value=0, max_value=5, initial=0.7)
@@ -50,6 +52,14 @@ class GenerateForm(forms.Form):
     max_new_tokens = forms.IntegerField(min_value=1, max_value=32768, initial=256)
     seed = forms.IntegerField(initial=0)
     batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=16)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = sorted(inference_endpoints())
+        field = self.fields["endpoint"]
+        field.choices = [("", "---------"), *((name, name) for name in names)]
+        allowed = ", ".join(names) or "none registered"
+        field.error_messages["invalid_choice"] = f"Unknown endpoint %(value)s. Allowed: {allowed}."
 
     def params(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -59,14 +69,10 @@ class GenerateForm(forms.Form):
             label, location = label.strip(), location.strip()
             if not label:
                 continue
-            models.append(
-                {
-                    "name": label,
-                    "path": location,
-                    "backend": data["backend"],
-                    "base_url": data["base_url"],
-                }
-            )
+            model = {"name": label, "path": location, "backend": data["backend"]}
+            if data["backend"] == Judge.Backend.OPENAI:
+                model["endpoint"] = data["endpoint"]
+            models.append(model)
         keys = ["n", "temperature", "top_p", "max_new_tokens", "seed", "batch_size"]
         return {"models": models, **{key: data[key] for key in keys}}
 
@@ -94,7 +100,12 @@ def _start(request: HttpRequest, project: Project, kind: str, form: forms.Form) 
     except FeedbackError as exc:
         form.add_error(None, exc.message)
         for path, messages in exc.errors.items():
-            form.add_error(None, f"{path}: {' '.join(messages)}")
+            # "models.0.endpoint" belongs under the form's endpoint field.
+            field = path.rsplit(".", 1)[-1]
+            if field in form.fields:
+                form.add_error(field, messages)
+            else:
+                form.add_error(None, f"{path}: {' '.join(messages)}")
         return False
     return True
 

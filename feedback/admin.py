@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
+from feedback.endpoints import inference_endpoints
 from feedback.io import prompts_import_file
 from feedback.models import (
     Job,
@@ -192,9 +193,29 @@ class TaskAdmin(ProjectScopedAdmin):
     raw_id_fields = ["prompt"]
 
 
+class JudgeAdminForm(forms.ModelForm):
+    """The endpoint is picked from the operator's registry; Judge.clean() checks the rest."""
+
+    endpoint = forms.ChoiceField(
+        required=False, help_text=Judge._meta.get_field("endpoint").help_text
+    )
+
+    class Meta:
+        model = Judge
+        fields = ["name", "backend", "model_name", "endpoint", "prompt_template", "parameters"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"].choices = [
+            ("", "---------"),
+            *((e.name, f"{e.name} ({e.base_url})") for e in inference_endpoints().values()),
+        ]
+
+
 @admin.register(Judge)
 class JudgeAdmin(admin.ModelAdmin):
-    list_display = ["name", "backend", "model_name"]
+    form = JudgeAdminForm
+    list_display = ["name", "backend", "model_name", "endpoint"]
 
 
 class ParsedFilter(admin.SimpleListFilter):

@@ -20,9 +20,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticError
 
+from feedback.endpoints import endpoint_refusal, local_model_refusal
 from feedback.models import (
     FeedbackKind,
     FreeTextFeedback,
@@ -58,23 +66,37 @@ class ModelSpec(BaseModel):
     """A model that writes text: a local causal LM or one served over HTTP.
 
     `name` is what responses record; `path` (default: the name) is where transformers
-    loads it from, a directory, hub name or `.gguf` file; `base_url` is the server of the
-    OpenAI-compatible backend, whose key comes from the environment (`api_key_env`), never
-    from the database.
+    loads it from, a hub name, or a directory or `.gguf` file under an allowed model
+    directory; `endpoint` names the operator's OpenAI-compatible server
+    (`settings.INFERENCE_ENDPOINTS`), which also says where its key is read from.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     backend: Literal["transformers", "openai"] = "transformers"
-    path: str = ""
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
+    path: str = Field("", validate_default=True)
+    endpoint: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def local_model_allowed(cls, path: str, info: ValidationInfo) -> str:
+        local = info.data.get("backend") == "transformers" and "name" in info.data
+        if local and (refusal := local_model_refusal(path or info.data["name"])):
+            raise ValueError(refusal)
+        return path
+
+    @field_validator("endpoint")
+    @classmethod
+    def endpoint_registered(cls, endpoint: str) -> str:
+        if endpoint and (refusal := endpoint_refusal(endpoint)):
+            raise ValueError(refusal)
+        return endpoint
 
     @model_validator(mode="after")
-    def openai_needs_url(self) -> ModelSpec:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs a base_url")
+    def openai_needs_endpoint(self) -> ModelSpec:
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError("the openai backend needs an endpoint")
         return self
 
     @property
@@ -166,10 +188,31 @@ ULTRAFEEDBACK_ASPECTS: tuple[tuple[str, str], ...] = (
 )
 
 
+def judge_model_spec(judge: Judge) -> ModelSpec:
+    """The judge's model, checked as a job's would be; raises pydantic's ValidationError."""
+    return ModelSpec(
+        name=judge.name,
+        path=judge.model_name,
+        backend=judge.backend,  # type: ignore[arg-type]
+        endpoint=judge.endpoint,
+    )
+
+
 def _check_judge_params(project: Project, params: JudgeParams) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
-    if not Judge.objects.filter(pk=params.judge_id).exists():
+    judge = Judge.objects.filter(pk=params.judge_id).first()
+    if judge is None:
         errors["judge_id"] = [f"No judge with id {params.judge_id}."]
+    else:
+        # Judges are shared by every project: one whose endpoint or model the operator
+        # has not allowed (a row from before the registry, say) runs for no one.
+        try:
+            judge_model_spec(judge)
+        except PydanticError as exc:
+            errors["judge_id"] = [
+                f"Judge {judge.name!r}: {error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
+            ]
     collected = set(project.feedback_kinds)
     for kind in params.kinds:
         if kind not in collected:

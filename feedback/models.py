@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
+from feedback.endpoints import endpoint_refusal, local_model_refusal
+
 
 class FeedbackKind(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise comparison"
@@ -525,7 +527,12 @@ class Judge(models.Model):
     name = models.CharField(max_length=200, unique=True)
     backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.TRANSFORMERS)
     model_name = models.CharField(max_length=500, help_text="Hub name, local path or served name.")
-    base_url = models.URLField(blank=True, help_text="For the OpenAI-compatible backend.")
+    endpoint = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="For the OpenAI-compatible backend: a name from the operator's "
+        "INFERENCE_ENDPOINTS, which also says where the key is read from.",
+    )
     prompt_template = models.TextField(
         blank=True, help_text="Placeholders such as {prompt} and {response}; blank for default."
     )
@@ -541,14 +548,29 @@ class Judge(models.Model):
                 violation_error_message="Unknown judge backend.",
             ),
             models.CheckConstraint(
-                name="judge_openai_needs_url",
-                condition=~Q(backend="openai") | ~Q(base_url=""),
-                violation_error_message="The OpenAI-compatible backend needs a base URL.",
+                name="judge_openai_needs_endpoint",
+                condition=~Q(backend="openai") | ~Q(endpoint=""),
+                violation_error_message="The OpenAI-compatible backend needs an endpoint.",
             ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Only what the operator allows: a registered endpoint, an allowed local model."""
+        errors: dict[str, str] = {}
+        remote = self.backend == self.Backend.OPENAI
+        if remote and self.endpoint and (refusal := endpoint_refusal(self.endpoint)):
+            errors["endpoint"] = refusal
+        if not remote and self.model_name and (refusal := local_model_refusal(self.model_name)):
+            errors["model_name"] = refusal
+        if isinstance(self.parameters, dict) and "api_key_env" in self.parameters:
+            errors["parameters"] = (
+                "api_key_env is set per endpoint by the operator (INFERENCE_ENDPOINTS); remove it."
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class Submission(models.Model):

@@ -5,6 +5,7 @@ Parsed with pydantic at the edge, so everything past it can trust the fields.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,24 +21,73 @@ from pydantic import (
 NUL_MESSAGE = "contains the NUL character (\\u0000), which PostgreSQL cannot store"
 
 
-def nul_path(value: Any, path: str = "") -> str | None:
-    """Where in a parsed JSON value a string holds NUL ("responses.0.text"), else None."""
-    if isinstance(value, str | bytes | bytearray):  # Parquet binary columns arrive as bytes
-        nul = "\x00" if isinstance(value, str) else b"\x00"
-        return (path or "value") if nul in value else None
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        name = str(key).replace("\x00", "\\u0000")
-        here = f"{path}.{name}" if path else name
-        if name != str(key):
-            return here
-        if found := nul_path(item, here):
-            return found
+# Deeper JSON is refused: no data set needs it, and Python's parser, validators and
+# serialisers recurse per level (a few thousand levels raise RecursionError).
+MAX_JSON_DEPTH = 100
+DEPTH_MESSAGE = f"nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _path_text(parts: list[str]) -> str:
+    return ".".join(parts[:8]) + (".…" if len(parts) > 8 else "")
+
+
+def json_problem(value: Any) -> tuple[str, str] | None:
+    """(where, what) for the first string holding NUL or value nested too deep, else None.
+
+    `where` is a dotted path ("responses.0.text"). Walks without recursion, so any depth
+    that parsed can be checked.
+    """
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, str | bytes | bytearray):  # Parquet binary columns arrive as bytes
+            nul = "\x00" if isinstance(item, str) else b"\x00"
+            if nul in item:
+                return _path_text(parts) or "value", NUL_MESSAGE
+            continue
+        if isinstance(item, dict):
+            items = list(item.items())
+        elif isinstance(item, list | tuple):
+            items = list(enumerate(item))
+        else:
+            continue
+        if len(parts) >= MAX_JSON_DEPTH:
+            return _path_text(parts) or "value", DEPTH_MESSAGE
+        for key, child in reversed(items):
+            name = str(key).replace("\x00", "\\u0000")
+            if name != str(key):
+                return _path_text([*parts, name]), NUL_MESSAGE
+            stack.append((child, [*parts, name]))
+    return None
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+
+
+def json_text_too_deep(text: str) -> str | None:
+    """Where JSON text first nests deeper than MAX_JSON_DEPTH, found without parsing it:
+    for text that `json.loads` refuses with RecursionError. None if it does not."""
+    stack: list[list[Any]] = []  # per open container: [is_object, current key or index]
+    expecting_key = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            if expecting_key and stack and stack[-1][0]:
+                stack[-1][1] = token[1:-1]
+                expecting_key = False
+        elif token in "[{":
+            if len(stack) >= MAX_JSON_DEPTH:
+                return _path_text([str(key) for _, key in stack])
+            stack.append([token == "{", "" if token == "{" else 0])
+            expecting_key = token == "{"
+        elif token in "]}":
+            if stack:
+                stack.pop()
+            expecting_key = False
+        elif stack and not stack[-1][0]:  # a comma in a list
+            stack[-1][1] += 1
+        else:  # a comma in an object
+            expecting_key = True
     return None
 
 
@@ -62,7 +112,7 @@ class ImportedResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: ResponseText
-    model: str = ""
+    model: str = Field(default="", max_length=200)
     generation_params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -76,7 +126,7 @@ class ImportedRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = ""
+    id: str = Field(default="", max_length=200)
     prompt: str | list[Message] | None = None
     messages: list[Message] | None = None
     responses: list[ImportedResponse] = Field(default_factory=list)
@@ -148,7 +198,7 @@ class CandidateRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_id: int | None = None
-    prompt_external_id: str | None = None
+    prompt_external_id: str | None = Field(default=None, max_length=200)
     text: ResponseText
     model: str = Field(default="", max_length=200)
     generation_params: dict[str, Any] = Field(default_factory=dict)

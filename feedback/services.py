@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import random
 import re
 from collections import defaultdict
@@ -35,9 +36,10 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
-from feedback.schemas import NUL_MESSAGE, CandidateRow, ImportedRow, nul_path
+from feedback.schemas import CandidateRow, ImportedRow, json_problem
 
 Row = TypeVar("Row", bound=BaseModel)
+logger = logging.getLogger(__name__)
 
 
 class FeedbackError(Exception):
@@ -150,7 +152,9 @@ def _constraint_error(exc: IntegrityError, path: str) -> FeedbackError:
             return FeedbackError(
                 "The feedback was refused.", errors={path or "submission": [message]}
             )
-    return FeedbackError(f"The feedback was refused by the database: {exc}")
+    # Not one of ours: its text names tables and values, for the log and not the annotator.
+    logger.error("feedback refused by the database at %r: %s", path, exc)
+    return FeedbackError("The feedback could not be stored; try again or tell an admin.")
 
 
 @transaction.atomic
@@ -464,8 +468,8 @@ def rows_parse(
     parsed: list[tuple[int, Row]] = []
     errors: list[RowError] = []
     for line, raw in rows:
-        if where := nul_path(raw):
-            errors.append(RowError(line, where, NUL_MESSAGE, unit))
+        if problem := json_problem(raw):
+            errors.append(RowError(line, *problem, unit))
             continue
         try:
             parsed.append((line, schema.model_validate(raw)))

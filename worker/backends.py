@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from feedback.endpoints import endpoint_get, local_model_refusal
 from feedback.jobs import ModelSpec
-from feedback.models import Judge
+from feedback.jobs import judge_model_spec as judge_model_spec  # worker.runs reads it here
 from worker.ml.device import Device, pick_device
 from worker.ml.generation import (
     Chat,
@@ -96,17 +97,19 @@ def generator_load(spec: ModelSpec) -> TextGenerator:
     """A generator for `spec`; a `.gguf` location loads that file from its directory.
 
     Local models are cached one at a time per worker process; loading another drops the
-    previous one first, so two models never share the memory.
+    previous one first, so two models never share the memory. Raises ValueError for an
+    unregistered endpoint and PermissionError for a path outside the allowed directories.
     """
     if spec.backend == "openai":
+        # Looked up again here: the worker trusts its own registry, not the job's row.
+        endpoint = endpoint_get(spec.endpoint)
+        key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
         return RemoteGenerator(
-            OpenAIEndpoint(
-                base_url=spec.base_url,
-                model=spec.location,
-                api_key=os.environ.get(spec.api_key_env) or None,
-            )
+            OpenAIEndpoint(base_url=endpoint.base_url, model=spec.location, api_key=key or None)
         )
     location = spec.location
+    if refusal := local_model_refusal(location):
+        raise PermissionError(refusal)
     if location not in _loaded:
         _loaded.clear()
         gc.collect()
@@ -121,12 +124,3 @@ def generator_load(spec: ModelSpec) -> TextGenerator:
             model, tokenizer = load_causal_lm(location, device=worker_device())
         _loaded[location] = LocalGenerator(model, tokenizer)
     return _loaded[location]
-
-
-def judge_model_spec(judge: Judge) -> ModelSpec:
-    return ModelSpec(
-        name=judge.model_name,
-        backend=judge.backend,  # type: ignore[arg-type]
-        base_url=judge.base_url,
-        api_key_env=judge.parameters.get("api_key_env", "OPENAI_API_KEY"),
-    )

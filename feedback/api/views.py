@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from feedback import selectors, services
 from feedback.api import serializers as s
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
+from feedback.api.parsers import BulkJSONParser
 from feedback.api.permissions import (
     IsProjectMember,
     IsProjectReader,
@@ -110,6 +111,7 @@ class PromptListApi(ProjectScoped, generics.ListAPIView):
     """Prompts with their response ids; POST imports rows as the file import does."""
 
     serializer_class = s.PromptSerializer
+    parser_classes = [BulkJSONParser]
     permission_classes = [IsProjectMember]
     filterset_class = PromptFilter
 
@@ -140,6 +142,7 @@ class ResponseListApi(ProjectScoped, generics.ListAPIView):
     """Candidate responses; POST adds many (10,000 and more) in one transaction."""
 
     serializer_class = s.ResponseSerializer
+    parser_classes = [BulkJSONParser]
     permission_classes = [IsProjectMember]
     filterset_class = ResponseFilter
 

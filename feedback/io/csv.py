@@ -9,6 +9,7 @@ import json
 import re
 from typing import BinaryIO
 
+from feedback.schemas import DEPTH_MESSAGE
 from feedback.services import ImportRejected, RowError
 
 RESPONSE_COLUMN = re.compile(r"^(response|model)_(\d+)$")
@@ -51,6 +52,8 @@ def _row(line: int, record: dict[str, str]) -> tuple[dict, list[RowError]]:
                 row[column] = json.loads(value)
             except json.JSONDecodeError as exc:
                 errors.append(RowError(line, column, f"invalid JSON: {exc.msg}"))
+            except RecursionError:
+                errors.append(RowError(line, column, DEPTH_MESSAGE))
         else:
             row[column] = value
     if numbered:

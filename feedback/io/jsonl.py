@@ -3,6 +3,7 @@
 import json
 from typing import BinaryIO
 
+from feedback.schemas import DEPTH_MESSAGE, json_text_too_deep
 from feedback.services import ImportRejected, RowError
 
 
@@ -23,6 +24,10 @@ def read_rows(file: BinaryIO, name: str) -> list[tuple[int, dict]]:
             errors.append(
                 RowError(line_number, "line", f"invalid JSON: {exc.msg} at column {exc.colno}")
             )
+            continue
+        except RecursionError:
+            where = json_text_too_deep(line) or "line"
+            errors.append(RowError(line_number, where, DEPTH_MESSAGE))
             continue
         if not isinstance(value, dict):
             errors.append(RowError(line_number, "line", "each line must be a JSON object"))

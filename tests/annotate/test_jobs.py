@@ -22,7 +22,8 @@ def admin_client(client, project):
     return client
 
 
-def test_admin_starts_a_generation_job_from_the_jobs_page(admin_client, project):
+def test_admin_starts_a_generation_job_from_the_jobs_page(admin_client, project, settings):
+    settings.LOCAL_MODEL_DIRS = ["/models"]
     PromptFactory(project=project)
     page = admin_client.get(reverse("annotate:project-jobs", args=[project.pk]))
     assert b"Generate candidates" in page.content
@@ -66,7 +67,7 @@ def test_refused_job_parameters_are_shown_on_the_form(admin_client, project):
         },
     )
     assert response.status_code == 200
-    assert b"the openai backend needs a base_url" in response.content
+    assert b"the openai backend needs an endpoint" in response.content
     assert not Job.objects.exists()
 
 

@@ -19,6 +19,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+@pytest.fixture(autouse=True)
+def models_under_tmp_allowed(settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Job tests build their models under pytest's temporary directory: let jobs load them."""
+    settings.LOCAL_MODEL_DIRS = [*settings.LOCAL_MODEL_DIRS, str(tmp_path_factory.getbasetemp())]
+
+
 @dataclass
 class ScriptedGenerator:
     """A stand-in model whose answer to a chat is `script(prompt text)`.

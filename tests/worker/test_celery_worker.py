@@ -101,7 +101,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def start_worker(tmp_path, broker) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(tmp_path, tmp_path_factory, broker) -> Iterator[Callable[..., WorkerProcess]]:
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -112,6 +112,7 @@ def start_worker(tmp_path, broker) -> Iterator[Callable[..., WorkerProcess]]:
         "HF_HUB_OFFLINE": "1",
         "PREFHUB_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
+        "PREFHUB_LOCAL_MODEL_DIRS": str(tmp_path_factory.getbasetemp()),
     }
     workers: list[WorkerProcess] = []
 

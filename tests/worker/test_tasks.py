@@ -35,17 +35,18 @@ def test_a_job_runs_to_success_with_timings_and_full_progress(project, tiny_mode
     assert job.started_at <= job.finished_at
 
 
-def test_a_failing_job_keeps_the_error_text(project):
+def test_a_failing_job_keeps_the_error_text(project, tmp_path):
     PromptFactory(project=project)
+    missing = tmp_path / "nonexistent-model"
     job = job_start(
         project=project,
         kind=Job.Kind.GENERATE,
-        params={"models": [{"name": "missing", "path": "/nonexistent/model"}]},
+        params={"models": [{"name": "missing", "path": str(missing)}]},
     )
     generate_candidates.apply(args=[job.pk])
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED
-    assert "/nonexistent/model" in job.error
+    assert str(missing) in job.error
     assert job.finished_at is not None
 
 

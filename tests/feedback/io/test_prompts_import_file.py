@@ -162,3 +162,13 @@ def test_nul_character_in_a_parquet_binary_column_is_refused(project):
     error = rejected(project, parquet(rows), "bin.parquet")
     assert [(e.unit, e.line, e.field) for e in error.row_errors] == [("row", 2, "prompt")]
     assert not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("depth", [150, 5000])
+def test_deeply_nested_metadata_in_a_file_is_refused_with_the_line(project, depth):
+    metadata = '{"a": ' * depth + "1" + "}" * depth
+    data = io.BytesIO(b'{"prompt": "ok"}\n{"prompt": "deep", "metadata": %s}\n' % metadata.encode())
+    error = rejected(project, data, "data.jsonl")
+    assert [e.line for e in error.row_errors] == [2]
+    assert "nested deeper than" in error.row_errors[0].message
+    assert not Prompt.objects.exists()
