@@ -208,16 +208,16 @@ def copy_seed(
     with (
         cur.copy(
             "COPY feedback_submission (id, task_id, annotator_id, created_at, duration_ms,"
-            " is_current) FROM STDIN"
+            " is_current, spans_checked) FROM STDIN"
         ) as subs,
     ):
         for index in range(full_until):
             for k in range(OVERLAP):
                 submission += 1
                 annotator = past[(index * OVERLAP + k) % len(past)]
-                subs.write_row(
-                    (submission, index + 1, annotator, now, rng.randint(3000, 60000), True)
-                )
+                duration = rng.randint(3000, 60000)
+                checked = plan[index][1] == "single"  # the span tool was on the card
+                subs.write_row((submission, index + 1, annotator, now, duration, True, checked))
     with cur.copy(
         "COPY feedback_assignment (id, project_id, task_id, annotator_id, status, leased_until,"
         " created_at, finished_at) FROM STDIN"

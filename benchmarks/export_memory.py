@@ -53,13 +53,17 @@ def create_database() -> None:
 
 
 def seed(records: int) -> int:
-    """A project of `records` pairwise records (ties about 10%); returns its id."""
+    """A project of `records` pairwise records (ties about 10%); returns its id.
+
+    Every third prompt is a multi-turn chat opening with a system turn, the others plain
+    text, so the export runs in the conversational form a mixed project gets.
+    """
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
     from feedback.models import Project, ProjectMember
 
-    name = f"bench-{records}"
+    name = f"bench-mixed-{records}"
     existing = Project.objects.filter(name=name).first()
     if existing is not None:
         return existing.pk
@@ -104,12 +108,21 @@ def seed(records: int) -> int:
                 return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
 
             with cursor.copy(
-                "COPY feedback_prompt (id, project_id, external_id, text, metadata, created_at)"
-                " FROM STDIN"
+                "COPY feedback_prompt (id, project_id, external_id, text, messages, metadata,"
+                " created_at) FROM STDIN"
             ) as copy:
                 for i in range(prompts):
+                    text, messages = sentence(25), None
+                    if i % 3 == 0:
+                        turns = [
+                            {"role": "system", "content": "Answer in <b>one</b> line, İ ok."},
+                            {"role": "user", "content": sentence(8)},
+                            {"role": "assistant", "content": sentence(12)},
+                            {"role": "user", "content": text},
+                        ]
+                        text, messages = "", json.dumps(turns)
                     copy.write_row(
-                        (ids["prompt"] + i, project.pk, f"p{i}", sentence(25), "{}", "now")
+                        (ids["prompt"] + i, project.pk, f"p{i}", text, messages, "{}", "now")
                     )
             with cursor.copy(
                 "COPY feedback_response (id, prompt_id, text, model_name, generation_params,"
@@ -149,14 +162,13 @@ def seed(records: int) -> int:
                         )
             with cursor.copy(
                 "COPY feedback_submission (id, task_id, annotator_id, created_at, duration_ms,"
-                " is_current) FROM STDIN"
+                " is_current, spans_checked) FROM STDIN"
             ) as copy:
                 for i in range(prompts):
                     for k, user in enumerate(users):
                         sid = ids["submission"] + ANNOTATORS * i + k
-                        copy.write_row(
-                            (sid, ids["task"] + i, user, "now", rng.randint(2000, 90000), True)
-                        )
+                        duration = rng.randint(2000, 90000)
+                        copy.write_row((sid, ids["task"] + i, user, "now", duration, True, False))
             with cursor.copy(
                 "COPY feedback_pairwisefeedback (id, submission_id, choice, strength) FROM STDIN"
             ) as copy:

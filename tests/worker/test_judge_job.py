@@ -186,15 +186,18 @@ class FakeJudgeServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_judge_behind_an_openai_compatible_server_gets_the_schema_as_response_format(project):
+def test_a_judge_behind_an_openai_compatible_server_gets_the_schema_as_response_format(
+    project, settings
+):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudgeServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeJudgeServer.bodies = []
+    settings.INFERENCE_ENDPOINTS = {
+        "fake": {"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1"}
+    }
     try:
         task = task_of(project, "pair", "It is Lyon.", "Paris.")
-        judge = JudgeFactory(
-            backend="openai", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1"
-        )
+        judge = JudgeFactory(backend="openai", endpoint="fake")
         job = judge_job(project, judge, ["pairwise"])
         judging_run(job, job_params(job))
     finally:
