@@ -34,7 +34,10 @@ class TextGenerator(Protocol):
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
-    ) -> list[list[Completion]]: ...
+        keys: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """n completions per chat; `keys` (prompt ids) seed each chat's samples."""
+        ...
 
 
 @dataclass
@@ -47,9 +50,10 @@ class LocalGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         return generate_completions(
-            self.model, self.tokenizer, chats, params, on_progress=on_progress
+            self.model, self.tokenizer, chats, params, on_progress=on_progress, keys=keys
         )
 
 
@@ -62,8 +66,11 @@ class RemoteGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
-        return generate_completions_openai(self.endpoint, chats, params, on_progress=on_progress)
+        return generate_completions_openai(
+            self.endpoint, chats, params, on_progress=on_progress, keys=keys
+        )
 
 
 Loader = Callable[[ModelSpec], TextGenerator]
