@@ -18,6 +18,7 @@ from feedback.jobs import (
     KIND_LAYOUT,
     GeneratedSample,
     GenerateParams,
+    GenerationRefused,
     JudgeOutputInput,
     JudgeParams,
     job_progress,
@@ -39,7 +40,7 @@ from feedback.services import (
 )
 from worker.backends import Loader, generator_load, judge_model_spec
 from worker.ml.device import seed_everything
-from worker.ml.generation import Completion, GenerationParams
+from worker.ml.generation import Completion, GenerationParams, seed_salt
 from worker.ml.judging import (
     DEFAULT_TEMPLATES,
     AspectSpec,
@@ -89,21 +90,25 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = None) -> None:
     """`params.n` responses per prompt from each model, then the tasks they need.
 
-    Progress counts (prompt, model) pairs.
+    Sample j of a prompt is seeded by (seed, model name, prompt id, j), so it does not
+    depend on the batch size or on what an earlier attempt stored. Samples that are not
+    stored (refused, empty, repeated) are recorded on the job; a model that refuses every
+    prompt of its first chunk stops the job. Progress counts (prompt, model) pairs.
     """
     prompts = prompts_to_generate(job=job, params=params)
     progress = Progress(job, total=len(prompts) * len(params.models))
-    sampling = GenerationParams(
-        n=params.n,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_new_tokens=params.max_new_tokens,
-        seed=params.seed,
-        batch_size=params.batch_size,
-    )
     seed_everything(params.seed)
     done = 0
     for spec in params.models:
+        sampling = GenerationParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+            seed=params.seed,
+            batch_size=params.batch_size,
+            salt=seed_salt(spec.name),
+        )
         present = samples_present(job=job, model_name=spec.name)
         todo = [p for p in prompts if len(present.get(p.pk, ())) < params.n]
         done += len(prompts) - len(todo)
@@ -114,8 +119,9 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
         record = {
             "backend": spec.backend,
             "model": spec.location,
-            **{k: v for k, v in asdict(sampling).items() if k != "batch_size"},
+            **{k: v for k, v in asdict(sampling).items() if k not in {"batch_size", "salt"}},
         }
+        answered = any(present.values())
         for chunk in chunks(todo, params.batch_size * CHUNK_BATCHES):
             base = done
             outputs = generator.generate(
@@ -124,9 +130,19 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
                 on_progress=lambda finished, _total, base=base: progress.update(
                     base + finished // params.n
                 ),
+                keys=[p.pk for p in chunk],
             )
+            refused = [c for cs in outputs for c in cs if c.finish_reason == "refused"]
+            if not answered and len(refused) == len(chunk) * params.n:
+                raise GenerationRefused(
+                    f"{spec.name} refused all of the first {len(chunk)} prompts: "
+                    f"{refused[0].refusal}"
+                )
+            answered = True
             samples = [
-                GeneratedSample(prompt.pk, index, c.text, {**record, **_usage(c)})
+                GeneratedSample(
+                    prompt.pk, index, c.text, {**record, **_usage(c)}, refusal=c.refusal
+                )
                 for prompt, completions in zip(chunk, outputs, strict=True)
                 for index, c in enumerate(completions)
                 if index not in present.get(prompt.pk, ())
