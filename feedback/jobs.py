@@ -384,7 +384,8 @@ def responses_add_generated(
             prompt_id__any=sorted({s.prompt_id for s in samples}),
         ).values_list("prompt_id", "sample_index", "text")
     }
-    rows, skips = [], []
+    rows: list[Response] = []
+    skips: list[dict[str, Any]] = []
     for s in samples:
         text = s.text.strip()
         twin = seen.setdefault((s.prompt_id, text), s.sample_index)

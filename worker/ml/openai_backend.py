@@ -8,9 +8,10 @@ request asked (vLLM answers 400 to a prompt over the context): that sample comes
 refused and the others go on.
 
 Each sample is its own request with `n=1` and a seed derived from (seed, salt, prompt key,
-sample), as in the local backend: sample j of a prompt does not change when n changes, and the API's
-usage block then gives exact per-completion token counts. Requests run concurrently,
-because vLLM batches concurrent requests on the server.
+sample), as in the local backend: sample j of a prompt does not change when n changes or
+the prompt moves in the call, and the API's usage block then gives exact per-completion
+token counts. Requests run concurrently, because vLLM batches concurrent requests on the
+server.
 """
 
 from __future__ import annotations
