@@ -59,6 +59,11 @@ class JobCancelled(FeedbackError):
     """The job's row left the running state (cancelled by an admin) while it ran."""
 
 
+class GenerationRefused(FeedbackError):
+    """A model refused every prompt it was first given: the cause is not one prompt but the
+    job (max_new_tokens over the context, a parameter the server rejects), so it stops."""
+
+
 # --- Parameters -----------------------------------------------------------------------
 
 
@@ -121,6 +126,17 @@ class GenerateParams(SamplingParams):
     n: int = Field(1, ge=1, le=64)
     temperature: float = Field(0.7, ge=0, le=5)
     prompt_ids: list[int] | None = None  # None: every prompt of the project
+
+    @field_validator("n")
+    @classmethod
+    def samples_differ(cls, n: int, info: ValidationInfo) -> int:
+        # Greedy samples are one text n times: n-1 copies and pairs with nothing to choose.
+        # (temperature is validated before n; it is missing from info.data when refused.)
+        if n > 1 and info.data.get("temperature") == 0:
+            raise ValueError(
+                "with temperature 0 every sample is the same; use n=1 or a temperature above 0"
+            )
+        return n
 
 
 JudgeKind = Literal["pairwise", "rating", "ranking", "span", "free_text"]
@@ -374,47 +390,88 @@ def prompts_to_generate(*, job: Job, params: GenerateParams) -> list[Prompt]:
 
 
 def samples_present(*, job: Job, model_name: str) -> dict[int, set[int]]:
-    """Sample indexes this job already stored per prompt id, for one model."""
+    """Sample indexes this job already stored or skipped per prompt id, for one model."""
     present: dict[int, set[int]] = defaultdict(set)
     rows = Response.objects.filter(job=job, model_name=model_name).values_list(
         "prompt_id", "sample_index"
     )
     for prompt_id, index in rows:
         present[prompt_id].add(index)
+    for skip in Job.objects.values_list("skipped", flat=True).get(pk=job.pk):
+        if skip["model"] == model_name:
+            present[skip["prompt_id"]].add(skip["sample_index"])
     return present
 
 
 @dataclass(frozen=True)
 class GeneratedSample:
+    """One sample of a generation job; `refusal` says why the model gave no text."""
+
     prompt_id: int
     sample_index: int
     text: str
     generation_params: dict[str, Any]
+    refusal: str = ""
 
 
+@transaction.atomic
 def responses_add_generated(
     *, job: Job, model_name: str, samples: Sequence[GeneratedSample]
 ) -> int:
-    """Store generated samples; ones this job already stored are skipped, not doubled.
+    """Store generated samples; record on the job (`Job.skipped`) those not stored and why.
 
-    Empty completions cannot be responses and are dropped. Returns how many were offered
-    for storage.
+    Not stored: refused samples, empty ones (a response needs text) and those whose text,
+    up to surrounding whitespace, equals another sample of the same prompt by this model
+    in this job: a pair of equal texts offers nothing to choose and a rating repeats one.
+    Samples the job already stored or skipped are left as they are, so a rerun doubles
+    nothing. Returns how many were offered for storage.
     """
-    rows = [
-        Response(
+    seen = {
+        (prompt_id, text.strip()): index
+        for prompt_id, index, text in Response.objects.filter(
             job=job,
-            prompt_id=s.prompt_id,
             model_name=model_name,
-            sample_index=s.sample_index,
-            text=s.text,
-            generation_params=s.generation_params,
+            prompt_id__any=sorted({s.prompt_id for s in samples}),
+        ).values_list("prompt_id", "sample_index", "text")
+    }
+    rows: list[Response] = []
+    skips: list[dict[str, Any]] = []
+    for s in samples:
+        text = s.text.strip()
+        twin = seen.setdefault((s.prompt_id, text), s.sample_index)
+        reason = (
+            s.refusal
+            or ("empty completion" if not text else "")
+            or (f"same text as sample {twin}" if twin != s.sample_index else "")
         )
-        for s in samples
-        if s.text.strip()
-    ]
-    if len(rows) < len(samples):
-        logger.warning("job %s: %d empty completions dropped", job.pk, len(samples) - len(rows))
+        if reason:
+            skips.append(
+                {
+                    "prompt_id": s.prompt_id,
+                    "model": model_name,
+                    "sample_index": s.sample_index,
+                    "reason": reason,
+                }
+            )
+            continue
+        rows.append(
+            Response(
+                job=job,
+                prompt_id=s.prompt_id,
+                model_name=model_name,
+                sample_index=s.sample_index,
+                text=s.text,
+                generation_params=s.generation_params,
+            )
+        )
     Response.objects.bulk_create(rows, ignore_conflicts=True)
+    if skips:
+        logger.warning("job %s: %d samples of %s not stored", job.pk, len(skips), model_name)
+        skipped = Job.objects.select_for_update().values_list("skipped", flat=True).get(pk=job.pk)
+        known = {(k["prompt_id"], k["model"], k["sample_index"]) for k in skipped}
+        new = [k for k in skips if (k["prompt_id"], k["model"], k["sample_index"]) not in known]
+        if new:
+            Job.objects.filter(pk=job.pk).update(skipped=[*skipped, *new])
     return len(rows)
 
 

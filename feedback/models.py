@@ -289,6 +289,14 @@ class Job(models.Model):
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # A generation job's samples that were not stored, and why (prompt over the context,
+    # refused by the server, empty, same text as another sample): open data for the page,
+    # and what a resumed job need not ask again.
+    skipped = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"prompt_id", "model", "sample_index", "reason"}]',
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL

@@ -39,9 +39,13 @@ class TextGenerator(Protocol):
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
         *,
         schemas: Schemas = None,
-    ) -> list[list[Completion]]: ...
+    ) -> list[list[Completion]]:
+        """n completions per chat; `keys` (prompt ids) seed each chat's samples, `schemas`
+        constrain each chat's answer where the backend can."""
+        ...
 
 
 @dataclass
@@ -54,11 +58,12 @@ class LocalGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
         *,
         schemas: Schemas = None,
     ) -> list[list[Completion]]:
         return generate_completions(
-            self.model, self.tokenizer, chats, params, on_progress=on_progress
+            self.model, self.tokenizer, chats, params, on_progress=on_progress, keys=keys
         )
 
 
@@ -71,11 +76,12 @@ class RemoteGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
         *,
         schemas: Schemas = None,
     ) -> list[list[Completion]]:
         return generate_completions_openai(
-            self.endpoint, chats, params, on_progress=on_progress, schemas=schemas
+            self.endpoint, chats, params, on_progress=on_progress, schemas=schemas, keys=keys
         )
 
 

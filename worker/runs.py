@@ -18,6 +18,7 @@ from typing import Any
 from feedback.jobs import (
     GeneratedSample,
     GenerateParams,
+    GenerationRefused,
     JudgeOutputInput,
     JudgeParams,
     job_progress,
@@ -39,7 +40,7 @@ from feedback.services import (
 )
 from worker.backends import Loader, generator_load, judge_model_spec
 from worker.ml.device import seed_everything
-from worker.ml.generation import Chat, Completion, GenerationParams
+from worker.ml.generation import Chat, Completion, GenerationParams, seed_salt
 from worker.ml.judging import (
     DEFAULT_TEMPLATES,
     AspectSpec,
@@ -92,21 +93,25 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = None) -> None:
     """`params.n` responses per prompt from each model, then the tasks they need.
 
-    Progress counts (prompt, model) pairs.
+    Sample j of a prompt is seeded by (seed, model name, prompt id, j), so it does not
+    depend on the batch size or on what an earlier attempt stored. Samples that are not
+    stored (refused, empty, repeated) are recorded on the job; a model that refuses every
+    prompt of its first chunk stops the job. Progress counts (prompt, model) pairs.
     """
     prompts = prompts_to_generate(job=job, params=params)
     progress = Progress(job, total=len(prompts) * len(params.models))
-    sampling = GenerationParams(
-        n=params.n,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_new_tokens=params.max_new_tokens,
-        seed=params.seed,
-        batch_size=params.batch_size,
-    )
     seed_everything(params.seed)
     done = 0
     for spec in params.models:
+        sampling = GenerationParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+            seed=params.seed,
+            batch_size=params.batch_size,
+            salt=seed_salt(spec.name),
+        )
         present = samples_present(job=job, model_name=spec.name)
         todo = [p for p in prompts if len(present.get(p.pk, ())) < params.n]
         done += len(prompts) - len(todo)
@@ -117,8 +122,9 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
         record = {
             "backend": spec.backend,
             "model": spec.location,
-            **{k: v for k, v in asdict(sampling).items() if k != "batch_size"},
+            **{k: v for k, v in asdict(sampling).items() if k not in {"batch_size", "salt"}},
         }
+        answered = any(present.values())
         for chunk in chunks(todo, params.batch_size * CHUNK_BATCHES):
             base = done
             outputs = generator.generate(
@@ -127,9 +133,19 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
                 on_progress=lambda finished, _total, base=base: progress.update(
                     base + finished // params.n
                 ),
+                keys=[p.pk for p in chunk],
             )
+            refused = [c for cs in outputs for c in cs if c.finish_reason == "refused"]
+            if not answered and len(refused) == len(chunk) * params.n:
+                raise GenerationRefused(
+                    f"{spec.name} refused all of the first {len(chunk)} prompts: "
+                    f"{refused[0].refusal}"
+                )
+            answered = True
             samples = [
-                GeneratedSample(prompt.pk, index, c.text, {**record, **_usage(c)})
+                GeneratedSample(
+                    prompt.pk, index, c.text, {**record, **_usage(c)}, refusal=c.refusal
+                )
                 for prompt, completions in zip(chunk, outputs, strict=True)
                 for index, c in enumerate(completions)
                 if index not in present.get(prompt.pk, ())
@@ -278,9 +294,10 @@ def _read(setup: JudgeSetup, responses: list[Response], kind: str, text: str) ->
 
 
 def judge_interpret(
-    setup: JudgeSetup, task: Task, answers: Sequence[tuple[str, bool, str]]
+    setup: JudgeSetup, task: Task, answers: Sequence[tuple[str, bool, Completion]]
 ) -> tuple[list[JudgeOutputInput], FeedbackInput | None]:
-    """Parse each (kind, swapped, text) answer about `task` into output rows and feedback.
+    """Parse each (kind, swapped, completion) answer about `task` into output rows and
+    feedback; a question the model refused (too long for it) is noted with the reason.
 
     An output that cannot be read, for whatever reason, is kept with the reason as its
     parse error; it never fails the job.
@@ -293,8 +310,11 @@ def judge_interpret(
     spans: list[SpanInput] = []
     texts: list[FreeTextInput] = []
     spans_checked = False
-    for kind, swapped, text in answers:
+    for kind, swapped, completion in answers:
+        text = completion.text
         try:
+            if completion.finish_reason == "refused":
+                raise JudgeParseError(f"the model was not asked: {completion.refusal}")
             reading = _read(setup, responses, kind, text)
         except JudgeParseError as exc:
             reading = _Reading(note=str(exc))
@@ -354,10 +374,12 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) ->
         outputs = generator.generate(
             [chat for _, _, _, chat, _ in calls],
             sampling,
+            # Each question draws its own stream, wherever it falls in a chunk.
+            keys=[seed_salt(f"{task.pk}/{kind}/{swapped}") for task, kind, swapped, *_ in calls],
             schemas=[schema for *_, schema in calls],
         )
         answers = [
-            (task, kind, swapped, completions[0].text)
+            (task, kind, swapped, completions[0])
             for (task, kind, swapped, _, _), completions in zip(calls, outputs, strict=True)
         ]
         for task, group in itertools.groupby(answers, key=lambda a: a[0]):

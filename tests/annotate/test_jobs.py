@@ -71,6 +71,46 @@ def test_refused_job_parameters_are_shown_on_the_form(admin_client, project):
     assert not Job.objects.exists()
 
 
+def test_greedy_sampling_with_several_answers_is_refused_on_the_form(admin_client, project):
+    response = admin_client.post(
+        reverse("annotate:job-generate", args=[project.pk]),
+        {
+            "models": "smol = /models/smollm2.gguf",
+            "backend": "transformers",
+            "n": 4,
+            "temperature": 0,
+            "top_p": 1,
+            "max_new_tokens": 8,
+            "seed": 0,
+            "batch_size": 1,
+        },
+    )
+    assert response.status_code == 200
+    assert b"with temperature 0 every sample is the same" in response.content
+    assert not Job.objects.exists()
+
+
+def test_samples_a_generation_job_skipped_are_listed_with_their_reason(admin_client, project):
+    prompt = PromptFactory(project=project)
+    Job.objects.create(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        status=Job.Status.SUCCEEDED,
+        skipped=[
+            {
+                "prompt_id": prompt.pk,
+                "model": "smol",
+                "sample_index": 0,
+                "reason": "HTTP 400: <script>alert(1)</script> maximum context length",
+            }
+        ],
+    )
+    page = admin_client.get(reverse("annotate:project-jobs", args=[project.pk]))
+    assert b"1 sample not stored" in page.content
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt; maximum context length" in page.content
+    assert b"<script>alert(1)" not in page.content
+
+
 def test_admin_starts_a_judge_job(admin_client, project):
     judge = JudgeFactory()
     response = admin_client.post(

@@ -42,6 +42,7 @@ class ScriptedGenerator:
         chats: Sequence[Chat],
         params: GenerationParams,
         on_progress: ProgressCallback | None = None,
+        keys: Sequence[int] | None = None,
         *,
         schemas: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[list[Completion]]:

@@ -70,3 +70,13 @@ def test_a_judge_whose_quotes_are_not_in_the_response_does_not_call_it_clean(pro
     said = json.dumps({"spans": [{"quote": "Berlin", "label": "Factual error"}]})
     judging_run(job, job_params(job), load=scripted(lambda prompt: said))
     assert not Submission.objects.filter(judge=judge).exists()
+
+
+def test_a_question_too_long_for_a_local_judge_is_noted_with_the_reason(project, tiny_model_dir):
+    task = task_of(project, "single", "word " * 5000)
+    judge = JudgeFactory(model_name=str(tiny_model_dir), parameters={"max_new_tokens": 4})
+    job = judge_job(project, judge, ["free_text"])
+    judging_run(job, job_params(job))
+    (output,) = task.judge_outputs.all()
+    assert "not asked" in output.parse_error and "tokens" in output.parse_error
+    assert not Submission.objects.filter(judge=judge).exists()

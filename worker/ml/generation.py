@@ -10,12 +10,18 @@ slots (continuous batching). Each row keeps its own positions and left padding, 
 computes the same function as when it runs alone; the only difference is floating-point
 summation order inside batched kernels, see `Completion.near_tie`.
 
-Sampling draws one uniform number per step from a generator seeded by (seed, prompt,
-sample), so sampled text does not depend on batch size or on which rows share a batch.
+Sampling draws one uniform number per step from a generator seeded by (seed, salt, prompt
+key, sample), so sampled text does not depend on batch size, on which rows share a batch or
+on where the prompt sits in the call: a job passes prompt ids as keys and a hash of the
+model's name as salt, so a resumed job draws what an uninterrupted one would have.
+
+A prompt whose tokens plus max_new_tokens do not fit the model's context is not generated
+(nor truncated): its completions come back refused, with the reason.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.cache_utils import DynamicLayer
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from worker.ml.device import Device
 
@@ -54,7 +61,9 @@ class GenerationParams:
 
     n: completions per prompt. temperature: 0 means greedy (then the n completions are
     identical and computed once). top_p: nucleus mass kept when sampling. batch_size: rows
-    decoded together; the main speed/memory knob.
+    decoded together; the main speed/memory knob. salt: mixed into every sample's seed
+    with `seed`, so that two models given the same seed draw different streams (a job
+    passes `seed_salt(model name)`).
     """
 
     n: int = 1
@@ -63,6 +72,7 @@ class GenerationParams:
     max_new_tokens: int = 256
     seed: int = 0
     batch_size: int = 32
+    salt: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -76,7 +86,9 @@ class Completion:
     """One generated response.
 
     completion_tokens counts generated tokens including the stop token, like vLLM.
-    finish_reason is "stop" (a stop token) or "length" (max_new_tokens reached).
+    finish_reason is "stop" (a stop token), "length" (max_new_tokens reached) or "refused"
+    (nothing generated: the prompt does not fit the context or the server refused the
+    request; `refusal` says why and the text is empty).
     near_tie (greedy only) is True when some step's top-2 logits were closer than the tie
     tolerance, i.e. the text may differ from a run with another batch shape.
     """
@@ -85,8 +97,18 @@ class Completion:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "refused"]
     near_tie: bool = False
+    refusal: str = ""
+
+    @classmethod
+    def refused(cls, reason: str, *, prompt_tokens: int = 0) -> Completion:
+        return cls("", (), prompt_tokens, 0, "refused", refusal=reason)
+
+
+def seed_salt(name: str) -> int:
+    """A stable 32-bit number for a model's name (hash() differs between processes)."""
+    return zlib.crc32(name.encode("utf-8"))
 
 
 def load_causal_lm(
@@ -130,6 +152,20 @@ def encode_chats(tokenizer: PreTrainedTokenizerBase, chats: Sequence[Chat]) -> l
     return ids
 
 
+def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """Tokens the model attends over (prompt plus completion), None when nothing says.
+
+    The config's max_position_embeddings (GPT-2's n_positions) is what the weights were
+    built for; the tokenizer's model_max_length is the fallback, unless it is the
+    "unset" sentinel transformers puts there.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    limit = tokenizer.model_max_length
+    return limit if isinstance(limit, int) and 0 < limit < VERY_LARGE_INTEGER else None
+
+
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """EOS ids from the generation config and the tokenizer (chat models often have two)."""
     ids: set[int] = set()
@@ -151,28 +187,53 @@ def generate_completions(
     *,
     on_progress: ProgressCallback | None = None,
     tie_tolerance: float | None = None,
+    keys: Sequence[int] | None = None,
 ) -> list[list[Completion]]:
     """Generate `params.n` completions for each chat; result[i][j] is sample j of chat i.
 
     A chat is a list of {"role", "content"} messages; a plain prompt is one user message.
-    on_progress(done, total) is called as completions finish (total = len(chats) * n).
-    tie_tolerance: logit gap under which a greedy step counts as a near tie (default by
-    the model's dtype, TIE_TOLERANCE).
+    keys: a stable id per chat (a prompt id) that seeds its samples; default its position.
+    A chat whose tokens plus max_new_tokens exceed `context_length` gets n refused
+    completions. on_progress(done, total) is called as completions finish (total =
+    len(chats) * n; refused ones count as done). tie_tolerance: logit gap under which a
+    greedy step counts as a near tie (default by the model's dtype, TIE_TOLERANCE).
     """
     prompts = encode_chats(tokenizer, chats)
+    keys = list(range(len(chats))) if keys is None else list(keys)
+    if len(keys) != len(chats):
+        raise ValueError("one key per chat")
+    limit = context_length(model, tokenizer)
+    fits = [
+        i for i, p in enumerate(prompts) if limit is None or len(p) + params.max_new_tokens <= limit
+    ]
+    skipped = (len(prompts) - len(fits)) * params.n
+    total = len(prompts) * params.n
+    if skipped and on_progress is not None:
+        on_progress(skipped, total)
     rows = generate_token_ids(
         model,
-        prompts,
+        [prompts[i] for i in fits],
         params,
         stop_ids=stop_token_ids(model, tokenizer),
         pad_id=tokenizer.pad_token_id,
-        on_progress=on_progress,
+        on_progress=None
+        if on_progress is None
+        else lambda done, _total: on_progress(skipped + done, total),
         tie_tolerance=tie_tolerance,
+        keys=[keys[i] for i in fits],
     )
+    generated = dict(zip(fits, rows, strict=True))
     out = []
-    for prompt, samples in zip(prompts, rows, strict=True):
+    for i, prompt in enumerate(prompts):
+        if i not in generated:
+            why = (
+                f"the prompt has {len(prompt)} tokens; with max_new_tokens "
+                f"{params.max_new_tokens} that exceeds the model's context of {limit} tokens"
+            )
+            out.append([Completion.refused(why, prompt_tokens=len(prompt))] * params.n)
+            continue
         completions = []
-        for ids, reason, tie in samples:
+        for ids, reason, tie in generated[i]:
             body = ids[:-1] if reason == "stop" else ids
             completions.append(
                 Completion(
@@ -313,8 +374,10 @@ def _cache_of(batch: _Batch) -> DynamicCache:
     return cache
 
 
-def _row_seed(seed: int, prompt: int, sample: int) -> int:
-    return int(np.random.SeedSequence([seed, prompt, sample]).generate_state(1)[0])
+def _row_seed(params: GenerationParams, key: int, sample: int) -> int:
+    # SeedSequence takes non-negative ints only; a negative seed maps to its 64-bit twin.
+    words = [params.seed % 2**64, params.salt % 2**64, key % 2**64, sample]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 class _Decoder:
@@ -434,17 +497,19 @@ def generate_token_ids(
     pad_id: int,
     on_progress: ProgressCallback | None = None,
     tie_tolerance: float | None = None,
+    keys: Sequence[int] | None = None,
 ) -> list[list[RawCompletion]]:
     """Token-level core of `generate_completions`: (ids, finish reason, near tie) per sample.
 
-    Rows are admitted in order of prompt length (less padding per prefill chunk) whenever a
-    quarter of the batch is free, prefilled in chunks of PREFILL_CHUNK, and evicted the
-    step they stop.
+    keys seed each prompt's samples (default: its position). Rows are admitted in order of
+    prompt length (less padding per prefill chunk) whenever a quarter of the batch is free,
+    prefilled in chunks of PREFILL_CHUNK, and evicted the step they stop.
     """
     greedy = params.temperature == 0
     samples = 1 if greedy else params.n  # greedy samples are all the same sequence
     total = len(prompts) * params.n
     decoder = _Decoder(model, params, stop_ids, pad_id, tie_tolerance)
+    keys = list(range(len(prompts))) if keys is None else list(keys)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     pending = deque((i, s) for i in order for s in range(samples))
     results: dict[tuple[int, int], RawCompletion] = {}
@@ -463,7 +528,7 @@ def generate_token_ids(
         if pending and free >= min(threshold, len(pending)):
             jobs = [pending.popleft() for _ in range(min(free, len(pending)))]
             parts = [] if running is None else [(running, _all_rows(running))]
-            for fresh, logits in _prefill_jobs(decoder, prompts, jobs):
+            for fresh, logits in _prefill_jobs(decoder, prompts, keys, jobs):
                 done: list[_Row] = []
                 parts.append((fresh, decoder.advance(fresh, logits, done)))
                 finish(done)
@@ -490,7 +555,10 @@ def _all_rows(batch: _Batch) -> torch.Tensor:
 
 
 def _prefill_jobs(
-    decoder: _Decoder, prompts: Sequence[Sequence[int]], jobs: list[tuple[int, int]]
+    decoder: _Decoder,
+    prompts: Sequence[Sequence[int]],
+    keys: Sequence[int],
+    jobs: list[tuple[int, int]],
 ) -> Iterator[tuple[_Batch, torch.Tensor]]:
     """Batches (and first-token logits) for (prompt, sample) jobs, PREFILL_CHUNK prompts a
     forward pass; samples of one prompt share its prefill and get their own rng."""
@@ -508,7 +576,7 @@ def _prefill_jobs(
                 s,
                 None
                 if p.temperature == 0
-                else torch.Generator().manual_seed(_row_seed(p.seed, prompt, s)),
+                else torch.Generator().manual_seed(_row_seed(p, keys[prompt], s)),
                 [],
             )
             for prompt, s in mine

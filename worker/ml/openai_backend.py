@@ -3,12 +3,15 @@
 Same inputs and outputs as `generation.generate_completions`, so a task can switch
 backends by configuration. Errors are split for Celery's `autoretry_for`: retry
 `TransientBackendError` (connection trouble, timeouts, 408/429/5xx), fail the job on
-`PermanentBackendError` (other 4xx, malformed answers).
+`PermanentBackendError` (other 4xx, malformed answers). A 400/413/422 refuses what one
+request asked (vLLM answers 400 to a prompt over the context): that sample comes back
+refused and the others go on.
 
-Each sample is its own request with `n=1` and a seed derived from (seed, prompt, sample),
-as in the local backend: sample j of a prompt does not change when n changes, and the API's
-usage block then gives exact per-completion token counts. Requests run concurrently,
-because vLLM batches concurrent requests on the server.
+Each sample is its own request with `n=1` and a seed derived from (seed, salt, prompt key,
+sample), as in the local backend: sample j of a prompt does not change when n changes or
+the prompt moves in the call, and the API's usage block then gives exact per-completion
+token counts. Requests run concurrently, because vLLM batches concurrent requests on the
+server.
 """
 
 from __future__ import annotations
@@ -46,7 +49,19 @@ class TransientBackendError(BackendError):
 
 class PermanentBackendError(BackendError):
     """Retrying will not help: the request was refused (bad model name, bad parameters,
-    authentication) or the answer was not an OpenAI chat completion."""
+    authentication) or the answer was not an OpenAI chat completion.
+
+    status: the HTTP status of a refusal, None for a malformed answer.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Refusals of what one request asked (too long a prompt, a bad value in it), unlike
+# 401/403/404 (key, model), which every other request would get too.
+REQUEST_REFUSED_STATUS = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,11 @@ def make_client(endpoint: OpenAIEndpoint) -> httpx.Client:
     )
 
 
-def _sample_seed(seed: int, prompt: int, sample: int) -> int:
-    # 31 bits: some servers reject seeds outside a signed 32-bit int.
-    return int(np.random.SeedSequence([seed, prompt, sample]).generate_state(1)[0]) >> 1
+def _sample_seed(params: GenerationParams, key: int, sample: int) -> int:
+    # 31 bits: some servers reject seeds outside a signed 32-bit int. SeedSequence takes
+    # non-negative ints only; a negative seed maps to its 64-bit twin.
+    words = [params.seed % 2**64, params.salt % 2**64, key % 2**64, sample]
+    return int(np.random.SeedSequence(words).generate_state(1)[0]) >> 1
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -129,7 +146,13 @@ def chat_completion(
             retry_after=_retry_after(response),
         )
     if response.is_error:
-        raise PermanentBackendError(status)
+        # A refused request's reason ("maximum context length") is listed with the sample it
+        # cost: a short excerpt, from an endpoint the operator registered. Otherwise the
+        # status line only.
+        detail = (
+            f": {response.text[:200]}" if response.status_code in REQUEST_REFUSED_STATUS else ""
+        )
+        raise PermanentBackendError(status + detail, status=response.status_code)
     try:
         data = response.json()
         choice = data["choices"][0]
@@ -155,14 +178,18 @@ def generate_completions_openai(
     client: httpx.Client | None = None,
     on_progress: ProgressCallback | None = None,
     schemas: Sequence[Mapping[str, Any] | None] | None = None,
+    keys: Sequence[int] | None = None,
 ) -> list[list[Completion]]:
     """`params.n` completions per chat from the endpoint; result[i][j] is sample j of chat i.
     `schemas[i]`, when given and not None, is the JSON schema chat i's answers must follow.
 
-    Greedy (temperature 0) asks once per chat and repeats the answer n times. The first
-    failure cancels the requests not yet sent and is raised after those in flight end;
-    nothing is returned partially, so a retried task starts over.
+    keys: a stable id per chat (a prompt id) that seeds its samples; default its position.
+    Greedy (temperature 0) asks once per chat and repeats the answer n times. A request
+    refused with a REQUEST_REFUSED_STATUS gives a refused completion. Any other failure
+    cancels the requests not yet sent and is raised after those in flight end; nothing is
+    returned partially, so a retried task starts over.
     """
+    keys = list(range(len(chats))) if keys is None else list(keys)
     greedy = params.temperature == 0
     samples = 1 if greedy else params.n
     jobs = [(p, s) for p in range(len(chats)) for s in range(samples)]
@@ -178,7 +205,7 @@ def generate_completions_openai(
                 endpoint,
                 chats[p],
                 params,
-                seed=_sample_seed(params.seed, p, s),
+                seed=_sample_seed(params, keys[p], s),
                 schema=schemas[p] if schemas else None,
             ): (p, s)
             for p, s in jobs
@@ -186,7 +213,12 @@ def generate_completions_openai(
         # Progress is reported from this thread: the callback may use a DB connection,
         # which Django keeps per thread.
         for future in as_completed(futures):
-            results[futures[future]] = future.result()
+            try:
+                results[futures[future]] = future.result()
+            except PermanentBackendError as exc:
+                if exc.status not in REQUEST_REFUSED_STATUS:
+                    raise
+                results[futures[future]] = Completion.refused(str(exc))
             if on_progress is not None:
                 on_progress(len(results) * (params.n if greedy else 1), total)
     finally:

@@ -6,10 +6,12 @@ import torch
 from worker.ml.device import pick_device
 from worker.ml.generation import (
     GenerationParams,
+    context_length,
     encode_chats,
     generate_completions,
     load_causal_lm,
     render_chat,
+    seed_salt,
 )
 from worker.ml.tiny import build_tokenizer
 
@@ -135,3 +137,93 @@ def test_loaded_tokenizer_pads_left_and_has_a_pad_token(tiny_lm_dir):
 def test_invalid_params_are_refused(bad):
     with pytest.raises(ValueError):
         GenerationParams(**bad)
+
+
+# --- Seeds follow the prompt, not its place in the call ----------------------------------
+
+KEYS = [1000 + 7 * i for i in range(len(CHATS))]  # prompt ids, as a job passes them
+
+
+def test_a_prompt_samples_the_same_alone_at_another_position_or_batch_size(tiny_lm):
+    model, tok = tiny_lm
+    together = generate_completions(model, tok, CHATS, SAMPLED, keys=KEYS)
+    alone = generate_completions(model, tok, CHATS[5:6], SAMPLED, keys=KEYS[5:6])
+    assert _ids(alone) == _ids(together)[5:6]
+    reversed_ = generate_completions(model, tok, CHATS[::-1], SAMPLED, keys=KEYS[::-1])
+    assert _ids(reversed_) == _ids(together)[::-1]
+    one_by_one = generate_completions(
+        model, tok, CHATS, dataclasses.replace(SAMPLED, batch_size=1), keys=KEYS
+    )
+    assert _ids(one_by_one) == _ids(together)
+
+
+def test_prompts_with_the_same_text_but_other_keys_get_other_samples(tiny_lm):
+    model, tok = tiny_lm
+    twins = generate_completions(model, tok, [CHATS[3], CHATS[3]], SAMPLED, keys=[41, 42])
+    assert _ids(twins)[0] != _ids(twins)[1]
+
+
+def test_another_salt_gives_other_samples(tiny_lm):
+    model, tok = tiny_lm
+    first = generate_completions(model, tok, CHATS, SAMPLED, keys=KEYS)
+    other = generate_completions(
+        model, tok, CHATS, dataclasses.replace(SAMPLED, salt=seed_salt("model-b")), keys=KEYS
+    )
+    assert _ids(first) != _ids(other)
+
+
+def test_a_seed_salt_is_the_same_in_every_process():
+    # zlib.crc32, not hash(): Python salts str hashes per process (PYTHONHASHSEED).
+    assert seed_salt("tiny-a") == 789_914_502
+    assert seed_salt("tiny-a") != seed_salt("tiny-b")
+    assert seed_salt("İstanbul 🌊") == seed_salt("İstanbul 🌊")
+
+
+# --- Prompts longer than the model's context ----------------------------------------------
+
+LONG_CHAT = [
+    {"role": "system", "content": "a reward model"},
+    {"role": "user", "content": "the quick brown fox jumps over the lazy dog . " * 60},
+]
+
+
+def test_a_prompt_too_long_for_the_context_is_refused_and_the_others_are_generated(tiny_lm):
+    model, tok = tiny_lm
+    chats = [CHATS[0], LONG_CHAT, CHATS[1]]
+    result = generate_completions(model, tok, chats, SAMPLED, keys=[1, 2, 3])
+    assert [c.finish_reason for c in result[1]] == ["refused"] * SAMPLED.n
+    (prompt_tokens,) = {c.prompt_tokens for c in result[1]}
+    assert prompt_tokens + SAMPLED.max_new_tokens > 512
+    assert {c.text for c in result[1]} == {""}
+    assert all(c.refusal == result[1][0].refusal for c in result[1])
+    assert f"{prompt_tokens} tokens" in result[1][0].refusal
+    assert "512" in result[1][0].refusal
+    without = generate_completions(model, tok, [CHATS[0], CHATS[1]], SAMPLED, keys=[1, 3])
+    assert _ids([result[0], result[2]]) == _ids(without)
+
+
+def test_a_prompt_that_fills_the_context_exactly_is_generated(tiny_lm):
+    model, tok = tiny_lm
+    chat = [{"role": "user", "content": "the quick brown fox jumps over the lazy dog . " * 48}]
+    (prompt,) = encode_chats(tok, [chat])
+    fits = dataclasses.replace(GREEDY, max_new_tokens=512 - len(prompt))
+    (samples,) = generate_completions(model, tok, [chat], fits)
+    assert samples[0].finish_reason in {"stop", "length"} and samples[0].token_ids
+    over = dataclasses.replace(fits, max_new_tokens=fits.max_new_tokens + 1)
+    (samples,) = generate_completions(model, tok, [chat], over)
+    assert samples[0].finish_reason == "refused"
+
+
+def test_progress_counts_refused_prompts_as_done(tiny_lm):
+    model, tok = tiny_lm
+    calls: list[tuple[int, int]] = []
+    generate_completions(
+        model, tok, [LONG_CHAT, CHATS[0]], SAMPLED, on_progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1] == (2 * SAMPLED.n, 2 * SAMPLED.n)
+
+
+def test_the_context_is_read_from_the_model_config_else_the_tokenizer(tiny_lm):
+    model, tok = tiny_lm
+    assert context_length(model, tok) == 512
+    assert tok.model_max_length > 10**18  # "no limit" sentinel, not a real one

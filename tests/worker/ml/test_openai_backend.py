@@ -2,7 +2,8 @@
 
 The fake server answers like vLLM: the completion echoes the last message and the seed;
 model names starting with "status-" make it answer with that status instead, "slow" makes
-it wait past the client's timeout.
+it wait past the client's timeout, and a last message with "TOO LONG" in it is refused with
+vLLM's 400 for a prompt over the model's context.
 """
 
 import json
@@ -10,11 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from worker.ml.generation import GenerationParams
+from worker.ml.generation import GenerationParams, seed_salt
 from worker.ml.openai_backend import (
     OpenAIEndpoint,
     PermanentBackendError,
@@ -41,6 +43,10 @@ class FakeVLLM(BaseHTTPRequestHandler):
         if model.startswith("status-"):
             status = int(model.removeprefix("status-"))
             self._send(status, {"error": {"message": "nope"}}, {"Retry-After": "3"})
+            return
+        if "TOO LONG" in body["messages"][-1]["content"]:
+            message = "This model's maximum context length is 2048 tokens. However, you asked 2100"
+            self._send(400, {"object": "error", "message": message, "code": 400})
             return
         if model == "slow":
             time.sleep(1.0)
@@ -164,8 +170,8 @@ def test_overload_and_server_errors_are_transient(server_url, status):
     assert info.value.retry_after == 3.0
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 422])
-def test_refused_requests_are_permanent(server_url, status):
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_refusals_that_would_hit_every_request_are_permanent(server_url, status):
     with pytest.raises(PermanentBackendError, match=str(status)):
         generate_completions_openai(
             _endpoint(server_url, f"status-{status}"), CHATS, GenerationParams()
@@ -220,3 +226,61 @@ def test_a_json_schema_is_sent_as_response_format_only_with_the_chat_it_belongs_
 def test_no_schemas_send_no_response_format(server_url):
     generate_completions_openai(_endpoint(server_url), CHATS, GenerationParams())
     assert all("response_format" not in r for r in FakeVLLM.requests)
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_request_refused_as_bad_refuses_only_its_own_sample(server_url, status):
+    result = generate_completions_openai(
+        _endpoint(server_url, f"status-{status}"), CHATS, GenerationParams(n=2, temperature=1.0)
+    )
+    assert {c.finish_reason for samples in result for c in samples} == {"refused"}
+    assert result[0][0].refusal.startswith(f"HTTP {status}")
+
+
+def test_a_prompt_over_the_context_is_refused_while_the_others_are_generated(server_url):
+    long_chat = [
+        {"role": "system", "content": "Answer in <b>bold</b>."},
+        {"role": "user", "content": "İstanbul 🌊 مرحبا <script>alert(1)</script> TOO LONG"},
+    ]
+    calls = []
+    result = generate_completions_openai(
+        _endpoint(server_url),
+        [CHATS[0], long_chat, CHATS[1]],
+        GenerationParams(n=2, temperature=1.0),
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
+    assert [c.finish_reason for c in result[1]] == ["refused", "refused"]
+    assert "maximum context length" in result[1][0].refusal
+    assert "HTTP 400" in result[1][0].refusal
+    assert result[1][0].text == "" and result[1][0].completion_tokens == 0
+    assert all(c.finish_reason in {"stop", "length"} for c in result[0] + result[2])
+    assert max(calls) == (6, 6)
+
+
+# --- Seeds follow the prompt, not its place in the call ----------------------------------
+
+
+def _seeds(result):
+    return [[c.text.rsplit("#", 1)[1] for c in samples] for samples in result]
+
+
+def test_a_prompt_gets_the_same_seeds_alone_or_at_another_position(server_url):
+    params = GenerationParams(n=2, temperature=1.0, seed=11)
+    both = generate_completions_openai(_endpoint(server_url), CHATS, params, keys=[70, 71])
+    alone = generate_completions_openai(_endpoint(server_url), CHATS[1:], params, keys=[71])
+    swapped = generate_completions_openai(_endpoint(server_url), CHATS[::-1], params, keys=[71, 70])
+    assert _seeds(alone) == _seeds(both)[1:]
+    assert _seeds(swapped) == _seeds(both)[::-1]
+
+
+def test_same_text_under_other_keys_or_another_salt_gets_other_seeds(server_url):
+    params = GenerationParams(n=1, temperature=1.0, seed=11)
+    twins = generate_completions_openai(
+        _endpoint(server_url), [CHATS[0], CHATS[0]], params, keys=[5, 6]
+    )
+    assert _seeds(twins)[0] != _seeds(twins)[1]
+    salted = generate_completions_openai(
+        _endpoint(server_url), [CHATS[0]], replace(params, salt=seed_salt("other")), keys=[5]
+    )
+    assert _seeds(salted)[0] != _seeds(twins)[0]
+    assert all(0 <= int(seed) < 2**31 for samples in _seeds(twins + salted) for seed in samples)
