@@ -7,6 +7,7 @@ import itertools
 import logging
 import random
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +170,7 @@ def submission_create(
     judge=None,
     job: Job | None = None,
     duration_ms: int | None = None,
+    submit_key: uuid.UUID | None = None,
 ) -> Submission:
     """Store one answer to a task, replacing (and keeping as history) the source's last one.
 
@@ -194,6 +196,7 @@ def submission_create(
         task=task,
         job=job,
         duration_ms=duration_ms,
+        submit_key=submit_key,
         supersedes=previous,
         spans_checked=FeedbackKind.SPAN in feedback.kinds,
         **source,
