@@ -57,7 +57,8 @@ def test_a_retried_response_import_adds_its_rows_once(admin_client, project):
     prompt = PromptFactory(project=project, external_id="p1")
     body = {
         "responses": [
-            {"prompt_id": prompt.pk, "text": f"Yanit {n} 🙂 İstanbul", "model": "m"} for n in range(3)
+            {"prompt_id": prompt.pk, "text": f"Yanit {n} 🙂 İstanbul", "model": "m"}
+            for n in range(3)
         ],
         "create_tasks": False,
     }
