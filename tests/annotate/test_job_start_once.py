@@ -1,12 +1,17 @@
 """A double-clicked "Start" makes one job; a failed or cancelled job is retried in place."""
 
 import re
+import threading
+import uuid
 
 import pytest
+from django.db import connection, transaction
 from django.urls import reverse
 
+import worker.tasks  # noqa: F401 (job_start imports it; loaded before the timed race below)
+from feedback.jobs import job_start
 from feedback.models import Job, ProjectMember
-from tests.factories import MemberFactory, PromptFactory, UserFactory
+from tests.factories import JudgeFactory, MemberFactory, PromptFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -54,8 +59,6 @@ def test_a_double_clicked_start_makes_one_generation_job(admin_client, project):
 
 
 def test_a_double_clicked_judge_start_makes_one_job(admin_client, project):
-    from tests.factories import JudgeFactory
-
     judge = JudgeFactory()
     action = reverse("annotate:job-judge", args=[project.pk])
     key = start_key(
@@ -109,3 +112,34 @@ def test_a_succeeded_job_is_not_retried(admin_client, project):
     admin_client.post(reverse("annotate:job-retry", args=[job.pk]))
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_starts_with_one_key_at_the_same_moment_make_one_job(project):
+    """The second request's insert waits on the unique index for the first's commit, then
+    returns the first's job instead of a second one."""
+    judge = JudgeFactory(name="judge-İ", model_name="org/tiny")
+    key = uuid.uuid4()
+    params = {"judge_id": judge.pk, "kinds": ["pairwise"]}
+    started = threading.Event()
+    first: list[Job] = []
+
+    def start_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                first.append(
+                    job_start(project=project, kind=Job.Kind.JUDGE, params=params, start_key=key)
+                )
+                started.set()
+                threading.Event().wait(0.5)  # the second request arrives meanwhile
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=start_and_hold)
+    thread.start()
+    assert started.wait(10)
+    second = job_start(project=project, kind=Job.Kind.JUDGE, params=params, start_key=key)
+    thread.join()
+
+    assert second.pk == first[0].pk
+    assert Job.objects.filter(project=project).count() == 1
