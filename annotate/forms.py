@@ -8,6 +8,7 @@ and `rewrite-<response>`; `duration_ms` from the page's timer.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,14 @@ def _int(value: str | None) -> int | None:
 def duration_from_post(data: QueryDict) -> int | None:
     duration = _int(data.get("duration_ms"))
     return None if duration is None or duration < 0 else min(duration, MAX_DURATION_MS)
+
+
+def submit_key_from_post(data: QueryDict) -> uuid.UUID | None:
+    """The key of the card the answer came from; None (no deduplication) when malformed."""
+    try:
+        return uuid.UUID(data.get("submit_key") or "")
+    except ValueError:
+        return None
 
 
 def _no_constant(name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
 from feedback.endpoints import inference_endpoints
-from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
+from feedback.jobs import KIND_LAYOUT, job_cancel, job_retry, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
@@ -35,7 +36,15 @@ def _admin_project(request: HttpRequest, project_id: int) -> Project:
     return project
 
 
+class StartKeyField(forms.UUIDField):
+    """A key made when the form is rendered: a double-clicked Start sends it twice."""
+
+    def __init__(self) -> None:
+        super().__init__(widget=forms.HiddenInput, required=False, initial=uuid.uuid4)
+
+
 class GenerateForm(forms.Form):
+    start_key = StartKeyField()
     models = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One model per line: a hub name, a directory or .gguf file under an allowed "
@@ -78,6 +87,7 @@ class GenerateForm(forms.Form):
 
 
 class JudgeForm(forms.Form):
+    start_key = StartKeyField()
     judge = forms.ModelChoiceField(queryset=Judge.objects.all())
     kinds = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, choices=())
 
@@ -96,7 +106,13 @@ def _start(request: HttpRequest, project: Project, kind: str, form: forms.Form) 
     if not form.is_valid():
         return False
     try:
-        job_start(project=project, kind=kind, params=form.params(), created_by=request.user)
+        job_start(
+            project=project,
+            kind=kind,
+            params=form.params(),
+            created_by=request.user,
+            start_key=form.cleaned_data["start_key"],
+        )
     except FeedbackError as exc:
         form.add_error(None, exc.message)
         for path, messages in exc.errors.items():
@@ -167,6 +183,19 @@ def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     _admin_project(request, job.project_id)
     job_cancel(job=job)
+    job.refresh_from_db()
+    if request.htmx:
+        return render(request, "annotate/jobs.html#job-progress", _job_context(job))
+    return redirect("annotate:project-jobs", project_id=job.project_id)
+
+
+@login_required
+@require_POST
+def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    """Retry a failed job in place; it resumes where the failed attempt stopped."""
+    job = get_object_or_404(Job, pk=job_id)
+    _admin_project(request, job.project_id)
+    job_retry(job=job)
     job.refresh_from_db()
     if request.htmx:
         return render(request, "annotate/jobs.html#job-progress", _job_context(job))

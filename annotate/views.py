@@ -8,6 +8,7 @@ first page load makes, so there is one way to get a task.
 
 from __future__ import annotations
 
+import uuid
 from contextlib import suppress
 from functools import wraps
 
@@ -18,7 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from annotate.forms import TaskForm, duration_from_post, feedback_from_post
+from annotate.forms import TaskForm, duration_from_post, feedback_from_post, submit_key_from_post
 from feedback import queue
 from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
@@ -91,6 +92,8 @@ def _render_task(
             project=project, annotator=request.user, before=None if fresh else task
         ),
         "is_revisit": screen is not None and screen.current is not None,
+        # One key per rendered card: a double-clicked or resent submit repeats it.
+        "submit_key": uuid.uuid4(),
     }
     if request.htmx:
         return render(request, "annotate/task.html#task-card", context, status=status)
@@ -149,6 +152,7 @@ def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpRes
             annotator=request.user,
             feedback=feedback,
             duration_ms=duration_from_post(request.POST),
+            submit_key=submit_key_from_post(request.POST),
         )
     except FeedbackError as error:
         if not request.htmx:

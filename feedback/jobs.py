@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pydantic import (
@@ -258,11 +259,17 @@ def job_start(
     kind: str,
     params: dict[str, Any],
     created_by: AbstractBaseUser | None = None,
+    start_key: uuid.UUID | None = None,
 ) -> Job:
     """Validate `params` for `kind`, store the job and enqueue it once committed.
 
-    Raises FeedbackError naming each bad parameter.
+    `start_key` names the form that asked: the job it already started is returned, so a
+    double-clicked Start makes one job. Raises FeedbackError naming each bad parameter.
     """
+    if start_key is not None and (
+        started := Job.objects.filter(project=project, start_key=start_key).first()
+    ):
+        return started
     if kind not in _PARAMS:
         raise FeedbackError(f"Unknown job kind {kind!r}.")
     try:
@@ -279,12 +286,20 @@ def job_start(
             raise FeedbackError("The job's parameters were refused.", errors=problems)
         if "rating" in parsed.kinds:
             aspects_create_default(project=project)
-    job = Job.objects.create(
-        project=project,
-        kind=kind,
-        params=parsed.model_dump(mode="json"),
-        created_by=created_by,
-    )
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                project=project,
+                kind=kind,
+                params=parsed.model_dump(mode="json"),
+                created_by=created_by,
+                start_key=start_key,
+            )
+    except IntegrityError:
+        if start_key is None:
+            raise
+        # The same form's other request committed its job while this one validated.
+        return Job.objects.get(project=project, start_key=start_key)
     from worker.tasks import task_for_kind  # the worker imports this module
 
     task_for_kind(kind).delay_on_commit(job.id)
@@ -368,6 +383,24 @@ def job_requeue(*, job: Job, error: str) -> None:
     Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
         status=Job.Status.QUEUED, error=f"Retrying after: {error}"
     )
+
+
+@transaction.atomic
+def job_retry(*, job: Job) -> bool:
+    """Run a failed job again as the same row; False when it has not failed.
+
+    The same row, not a new job: the run skips what the failed attempt stored (generated
+    samples, judge outputs are keyed to the job), so a retry adds no copies. Cancelled
+    jobs are not retried: their worker may still be on its way to its next progress check.
+    """
+    retried = Job.objects.filter(pk=job.pk, status=Job.Status.FAILED).update(
+        status=Job.Status.QUEUED, error="", finished_at=None
+    )
+    if retried:
+        from worker.tasks import task_for_kind  # the worker imports this module
+
+        task_for_kind(job.kind).delay_on_commit(job.pk)
+    return bool(retried)
 
 
 def job_cancel(*, job: Job) -> bool:

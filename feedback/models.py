@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
 
@@ -304,11 +306,21 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    start_key = models.UUIDField(
+        null=True, blank=True, help_text="Key of the form that started it: a resent form finds it."
+    )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["project", "status"])]
         constraints = [
+            # A double-clicked Start sends one form twice: the second finds the first's job.
+            models.UniqueConstraint(
+                fields=["project", "start_key"],
+                condition=Q(start_key__isnull=False),
+                name="job_one_per_start_key",
+                violation_error_message="This form already started a job.",
+            ),
             models.CheckConstraint(
                 name="job_status_valid",
                 condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
@@ -614,11 +626,22 @@ class Submission(models.Model):
     supersedes = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
     )
+    submit_key = models.UUIDField(
+        null=True, blank=True, help_text="Key of the rendered task card the answer came from."
+    )
 
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["task", "is_current"])]
         constraints = [
+            # A double-clicked submit sends one card twice: the second finds the first answer
+            # instead of superseding it with a copy.
+            models.UniqueConstraint(
+                fields=["task", "annotator", "submit_key"],
+                condition=Q(submit_key__isnull=False),
+                name="submission_one_per_submit_key",
+                violation_error_message="This card's answer was already stored.",
+            ),
             models.CheckConstraint(
                 name="submission_one_source",
                 condition=Q(annotator__isnull=False, judge__isnull=True)
@@ -939,3 +962,36 @@ class JudgeOutput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} output of {self.judge_id} on task {self.task_id}"
+
+
+class IdempotencyKey(models.Model):
+    """The answer to a REST write sent with an `Idempotency-Key` header, kept for replay.
+
+    A client retrying after a timeout cannot know whether its first request wrote; with
+    the same key it gets the stored answer back instead of a second copy of its rows. The
+    row is inserted in the transaction that writes, so a concurrent retry waits on the
+    unique index until the first commits (then replays) or rolls back (then writes).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=300, help_text="Method and path, e.g. POST /api/...")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the parsed body.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "key"],
+                name="idempotencykey_one_per_user_key",
+                violation_error_message="This key was already used.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r} of user {self.user_id}"

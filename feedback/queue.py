@@ -15,6 +15,7 @@ rows, and task rows in id order when there are several.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -173,13 +174,16 @@ def task_submit(
     annotator: AbstractBaseUser,
     feedback: FeedbackInput,
     duration_ms: int | None = None,
+    submit_key: uuid.UUID | None = None,
     now: datetime | None = None,
 ) -> Submission:
     """Store the annotator's answer to a task they hold, skipped, or answered before.
 
     A first answer closes the lease; a later one replaces the answer and keeps the old one
     as history. If the lease lapsed or the task was skipped, the answer is taken only while
-    the task still needs annotators. Raises FeedbackError; on error nothing changes.
+    the task still needs annotators. `submit_key` names the rendered card: an answer
+    already stored under it is returned, not superseded by a copy (a double-click).
+    Raises FeedbackError; on error nothing changes.
     """
     now = now or timezone.now()
     assignment = (
@@ -188,6 +192,12 @@ def task_submit(
         .exclude(status=Status.EXPIRED)
         .first()
     )
+    if submit_key is not None and (
+        stored := Submission.objects.filter(
+            task=task, annotator=annotator, submit_key=submit_key
+        ).first()
+    ):
+        return stored
     if assignment is None or assignment.status == Status.SKIPPED:
         if not _take_slot(task.pk, task.project.annotators_per_task):
             raise FeedbackError(
@@ -203,5 +213,9 @@ def task_submit(
         assignment.finished_at = now
         assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
     return submission_create(
-        task=task, annotator=annotator, feedback=feedback, duration_ms=duration_ms
+        task=task,
+        annotator=annotator,
+        feedback=feedback,
+        duration_ms=duration_ms,
+        submit_key=submit_key,
     )

@@ -7,21 +7,25 @@ import itertools
 import logging
 import random
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from feedback.models import (
     FeedbackKind,
     FreeTextFeedback,
+    IdempotencyKey,
     Job,
     PairwiseFeedback,
     Project,
@@ -166,6 +170,7 @@ def submission_create(
     judge=None,
     job: Job | None = None,
     duration_ms: int | None = None,
+    submit_key: uuid.UUID | None = None,
 ) -> Submission:
     """Store one answer to a task, replacing (and keeping as history) the source's last one.
 
@@ -191,6 +196,7 @@ def submission_create(
         task=task,
         job=job,
         duration_ms=duration_ms,
+        submit_key=submit_key,
         supersedes=previous,
         spans_checked=FeedbackKind.SPAN in feedback.kinds,
         **source,
@@ -658,3 +664,60 @@ def _validate(instance) -> None:
         instance.full_clean()
     except ValidationError as exc:
         raise FeedbackError("The project was refused.", errors=exc.message_dict) from exc
+
+
+# --- Idempotency keys ------------------------------------------------------------------
+
+# How long a key's answer is kept for replay (Stripe keeps 24 hours too); later the key
+# may be used again.
+IDEMPOTENCY_KEY_RETENTION = timedelta(hours=24)
+
+
+class IdempotencyKeyReused(FeedbackError):
+    """The key was already used for another request (another endpoint or body)."""
+
+
+def idempotency_key_take(
+    *,
+    user: AbstractBaseUser,
+    key: str,
+    endpoint: str,
+    fingerprint: str,
+    now: datetime | None = None,
+) -> tuple[IdempotencyKey, bool]:
+    """(row, True) for a new key, (stored row, False) for one already answered.
+
+    Call inside the transaction that writes, then `idempotency_key_finish` in it: the new
+    row commits with the writes or not at all. A concurrent request with the same key
+    waits here on the unique index until this one ends. Raises IdempotencyKeyReused when
+    the stored key came with another endpoint or body.
+    """
+    now = now or timezone.now()
+    IdempotencyKey.objects.filter(
+        user=user, created_at__lt=now - IDEMPOTENCY_KEY_RETENTION
+    ).delete()
+    try:
+        with transaction.atomic():
+            row = IdempotencyKey.objects.create(
+                user=user, key=key, endpoint=endpoint, fingerprint=fingerprint, created_at=now
+            )
+        return row, True
+    except IntegrityError:
+        stored = IdempotencyKey.objects.get(user=user, key=key)
+    if (stored.endpoint, stored.fingerprint) != (endpoint, fingerprint):
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for another request.",
+            errors={
+                "Idempotency-Key": [
+                    f"Used for {stored.endpoint} with another body; send a new key "
+                    "for a new request."
+                ]
+            },
+        )
+    return stored, False
+
+
+def idempotency_key_finish(*, record: IdempotencyKey, status: int, body: Any) -> None:
+    """Keep the answer that a retry with the key will get."""
+    record.response_status, record.response_body = status, body
+    record.save(update_fields=["response_status", "response_body"])

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from feedback import selectors, services
 from feedback.api import serializers as s
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
+from feedback.api.idempotency import KEY_PARAMETER, idempotent
 from feedback.api.parsers import BulkJSONParser
 from feedback.api.permissions import (
     IsProjectMember,
@@ -82,6 +83,8 @@ class ProjectListApi(generics.ListAPIView):
             "aspects", "span_labels"
         )
 
+    @extend_schema(parameters=[KEY_PARAMETER])
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = s.ProjectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -118,7 +121,12 @@ class PromptListApi(ProjectScoped, generics.ListAPIView):
     def project_queryset(self):
         return selectors.project_prompts(self.project)
 
-    @extend_schema(request=s.PromptImportSerializer, responses={201: s.ImportResultSerializer})
+    @extend_schema(
+        request=s.PromptImportSerializer,
+        responses={201: s.ImportResultSerializer},
+        parameters=[KEY_PARAMETER],
+    )
+    @idempotent
     def post(self, request: Request, project_id: int) -> Response:
         serializer = s.PromptImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -150,8 +158,11 @@ class ResponseListApi(ProjectScoped, generics.ListAPIView):
         return selectors.project_responses(self.project)
 
     @extend_schema(
-        request=s.ResponsesCreateDocSerializer, responses={201: s.ResponsesResultSerializer}
+        request=s.ResponsesCreateDocSerializer,
+        responses={201: s.ResponsesResultSerializer},
+        parameters=[KEY_PARAMETER],
     )
+    @idempotent
     def post(self, request: Request, project_id: int) -> Response:
         serializer = s.ResponsesCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
