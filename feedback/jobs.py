@@ -300,10 +300,15 @@ def job_start(
             raise
         # The same form's other request committed its job while this one validated.
         return Job.objects.get(project=project, start_key=start_key)
+    _enqueue(job)
+    return job
+
+
+def _enqueue(job: Job) -> None:
+    """Send the job to a worker once the transaction that queued it commits."""
     from worker.tasks import task_for_kind  # the worker imports this module
 
-    task_for_kind(kind).delay_on_commit(job.id)
-    return job
+    task_for_kind(job.kind).delay_on_commit(job.pk)
 
 
 # --- Life cycle -----------------------------------------------------------------------
@@ -397,9 +402,7 @@ def job_retry(*, job: Job) -> bool:
         status=Job.Status.QUEUED, error="", finished_at=None
     )
     if retried:
-        from worker.tasks import task_for_kind  # the worker imports this module
-
-        task_for_kind(job.kind).delay_on_commit(job.pk)
+        _enqueue(job)
     return bool(retried)
 
 

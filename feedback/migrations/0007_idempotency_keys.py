@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feedback', '0005_judge_endpoint'),
+        ('feedback', '0006_job_skipped'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
