@@ -176,6 +176,11 @@ def _check_page(page, path: str, *, admin: bool = False, slack: int = 1) -> list
     problems = [f"{path}: {finding}" for finding in page.evaluate(FINDINGS)]
     if admin:  # Django's own markup: its bidi handling and phone layout are Django's
         problems = [p for p in problems if "bidi control" not in p]
+    else:
+        # Escaping keeps hx-* out of the page; should any slip in, htmx may not run script.
+        config = page.evaluate("[htmx.config.allowEval, htmx.config.allowScriptTags]")
+        if config != [False, False]:
+            problems.append(f"{path}: htmx allowEval, allowScriptTags = {config}")
     for width in (1280,) if admin else (1280, 400):
         page.set_viewport_size({"width": width, "height": 800})
         scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
