@@ -46,8 +46,11 @@ def test_a_retried_generation_job_adds_only_the_samples_it_lacked(scripted):
     generation_run(rerun, job_params(rerun), load=load)
 
     assert rerun.pk == job.pk
-    assert Response.objects.filter(prompt__project=project).count() == 6
+    # The scripted model says the same twice: each new prompt keeps one sample and lists
+    # the other as skipped (same text), so 2 + 1 + 1 stored.
+    assert Response.objects.filter(prompt__project=project).count() == 4
     assert Response.objects.filter(prompt=prompts[0]).count() == 2
     assert load.generator.calls == [prompts[1].text, prompts[2].text]
     rerun.refresh_from_db()
     assert rerun.attempts == 2 and (rerun.done, rerun.total) == (3, 3)
+    assert [skip["prompt_id"] for skip in rerun.skipped] == [prompts[1].pk, prompts[2].pk]
