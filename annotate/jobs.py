@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
 from feedback.endpoints import inference_endpoints
-from feedback.jobs import KIND_LAYOUT, job_cancel, job_start
+from feedback.jobs import KIND_LAYOUT, job_cancel, job_requeue_stalled, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
@@ -167,6 +167,19 @@ def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     _admin_project(request, job.project_id)
     job_cancel(job=job)
+    job.refresh_from_db()
+    if request.htmx:
+        return render(request, "annotate/jobs.html#job-progress", _job_context(job))
+    return redirect("annotate:project-jobs", project_id=job.project_id)
+
+
+@login_required
+@require_POST
+def job_resume(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    """Queue a stalled job again; a job that is not stalled is left as it is."""
+    job = get_object_or_404(Job, pk=job_id)
+    _admin_project(request, job.project_id)
+    job_requeue_stalled(job=job)
     job.refresh_from_db()
     if request.htmx:
         return render(request, "annotate/jobs.html#job-progress", _job_context(job))

@@ -19,6 +19,7 @@ urlpatterns = [
     path("projects/<int:project_id>/jobs/judge/", jobs.job_judge, name="job-judge"),
     path("jobs/<int:job_id>/progress/", jobs.job_progress, name="job-progress"),
     path("jobs/<int:job_id>/cancel/", jobs.job_stop, name="job-cancel"),
+    path("jobs/<int:job_id>/requeue/", jobs.job_resume, name="job-requeue"),
     path(
         "projects/<int:project_id>/judges/quality/",
         jobs.judge_quality_page,

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import (
     BaseModel,
@@ -302,8 +305,21 @@ def job_lease(job_id: int) -> Iterator[bool]:
         yield held
     finally:
         if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id]
+                    )
+            except DatabaseError:
+                # The session is gone (PostgreSQL restarted), and its locks with it.
+                connection.close()
+
+
+def job_is_pending(*, job_id: int) -> bool:
+    """Whether the job still waits to run or to finish (queued or running)."""
+    return Job.objects.filter(
+        pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+    ).exists()
 
 
 def job_claim(*, job_id: int) -> Job | None:
@@ -318,14 +334,71 @@ def job_claim(*, job_id: int) -> Job | None:
         status=Job.Status.RUNNING,
         attempts=F("attempts") + 1,
         started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
         finished_at=None,
     )
     return Job.objects.get(pk=job_id) if claimed else None
 
 
+def job_heartbeat(*, job_id: int) -> bool:
+    """Say the running job's worker is alive; False when the job no longer runs."""
+    return bool(
+        Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+    )
+
+
+@contextlib.contextmanager
+def job_heartbeats(*, job_id: int, every: float | None = None) -> Iterator[None]:
+    """Beat for the job from a thread while the body runs, so that a slow model call (no
+    progress for minutes) does not look like a dead worker. The thread has its own
+    connection; a failed beat (database restarting) is logged and tried again later."""
+    interval = settings.JOB_HEARTBEAT_SECONDS if every is None else every
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                close_old_connections()
+                try:
+                    job_heartbeat(job_id=job_id)
+                except DatabaseError as exc:
+                    logger.warning("job %s: heartbeat not written: %s", job_id, exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@transaction.atomic
+def job_requeue_stalled(*, job: Job) -> bool:
+    """Queue a stalled job again (running, no heartbeat for `JOB_STALLED_MINUTES`).
+
+    The new delivery resumes it: the job bodies skip what is stored. If the dead worker's
+    session still holds the job's lease, the delivery waits for PostgreSQL to drop it.
+    Returns whether the job was stalled and so re-queued.
+    """
+    cutoff = timezone.now() - timedelta(minutes=settings.JOB_STALLED_MINUTES)
+    requeued = (
+        Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING)
+        .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+        .update(status=Job.Status.QUEUED, error="Re-queued: its worker stopped answering.")
+    )
+    if requeued:
+        from worker.tasks import task_for_kind  # the worker imports this module
+
+        task_for_kind(job.kind).delay_on_commit(job.pk)
+    return bool(requeued)
+
+
 def job_progress(*, job: Job, done: int, total: int | None = None) -> None:
     """Record progress; raises JobCancelled when the job is no longer running."""
-    fields: dict[str, int] = {"done": done}
+    fields: dict[str, Any] = {"done": done, "heartbeat_at": timezone.now()}
     if total is not None:
         fields["total"] = total
     if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**fields):
