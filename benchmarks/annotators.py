@@ -306,8 +306,14 @@ def copy_seed(
 
 
 def start_gunicorn(
-    db_url: str, port: int, workers: int, threads: int, **extra_env: str
+    db_url: str,
+    port: int,
+    workers: int,
+    threads: int,
+    output: Path | None = None,
+    **extra_env: str,
 ) -> subprocess.Popen:
+    """gunicorn serving `db_url` on 127.0.0.1:`port`; its log goes to `output` if given."""
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -335,6 +341,8 @@ def start_gunicorn(
         cwd=ROOT,
         env=env,
         start_new_session=True,
+        stdout=output.open("ab") if output else None,
+        stderr=subprocess.STDOUT if output else None,
     )
     for _ in range(100):
         try:

@@ -393,8 +393,8 @@ def main() -> None:
         project_id = seed(db_url, args.tasks, args.annotators, past_records=0)
         judge_id = judge_create(model_dir)
         port = free_port()
-        # Each request cut by a restart would log a traceback; the clients count them.
-        server = start_gunicorn(db_url, port, args.workers, args.threads, LOG_LEVEL="CRITICAL")
+        # Each request cut by a restart logs a traceback: to a file, the clients count them.
+        server = start_gunicorn(db_url, port, args.workers, args.threads, root / "web.log")
         for worker in workers:
             wait_until(lambda w=worker: " ready." in w.output(), 120, f"worker {worker.name}")
 
