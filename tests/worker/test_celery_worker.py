@@ -285,3 +285,37 @@ def test_a_redelivery_that_finds_the_dead_childs_lock_still_held_waits_and_runs_
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.attempts == 2 and job.done == job.total == 12
     assert Response.objects.filter(job=job).count() == 24
+
+
+def test_a_job_whose_database_session_is_cut_mid_run_is_retried_and_resumed(
+    start_worker, tiny_model_dir
+):
+    """As when PostgreSQL restarts: the worker's sessions end while the job runs. The task
+    cannot even write the error then; it must come back and finish the job."""
+    worker = start_worker()
+    project = ProjectFactory()
+    for _ in range(12):
+        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
+    job = job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
+            "n": 2,
+            "temperature": 1.0,
+            "max_new_tokens": 64,
+            "batch_size": 1,
+        },
+    )
+    wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+
+    wait_for(lambda: finished(job), 120, worker.output)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.done == job.total == 12
+    assert Response.objects.filter(job=job).count() == 24
