@@ -192,7 +192,7 @@ def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
-    """Retry a failed job in place; it resumes where the failed attempt stopped."""
+    """Retry a failed or stalled job in place; it resumes where the last attempt stopped."""
     job = get_object_or_404(Job, pk=job_id)
     _admin_project(request, job.project_id)
     job_retry(job=job)

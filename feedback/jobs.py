@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connection,
+    transaction,
+)
+from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import (
     BaseModel,
@@ -338,8 +347,21 @@ def job_lease(job_id: int) -> Iterator[bool]:
         yield held
     finally:
         if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id]
+                    )
+            except DatabaseError:
+                # The session is gone (PostgreSQL restarted), and its locks with it.
+                connection.close()
+
+
+def job_is_pending(*, job_id: int) -> bool:
+    """Whether the job still waits to run or to finish (queued or running)."""
+    return Job.objects.filter(
+        pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+    ).exists()
 
 
 def job_claim(*, job_id: int) -> Job | None:
@@ -354,14 +376,50 @@ def job_claim(*, job_id: int) -> Job | None:
         status=Job.Status.RUNNING,
         attempts=F("attempts") + 1,
         started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
         finished_at=None,
     )
     return Job.objects.get(pk=job_id) if claimed else None
 
 
+def job_heartbeat(*, job_id: int) -> bool:
+    """Say the running job's worker is alive; False when the job no longer runs."""
+    return bool(
+        Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+    )
+
+
+@contextlib.contextmanager
+def job_heartbeats(*, job_id: int, every: float | None = None) -> Iterator[None]:
+    """Beat for the job from a thread while the body runs, so that a slow model call (no
+    progress for minutes) does not look like a dead worker. The thread has its own
+    connection; a failed beat (database restarting) is logged and tried again later."""
+    interval = settings.JOB_HEARTBEAT_SECONDS if every is None else every
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                close_old_connections()
+                try:
+                    job_heartbeat(job_id=job_id)
+                except DatabaseError as exc:
+                    logger.warning("job %s: heartbeat not written: %s", job_id, exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def job_progress(*, job: Job, done: int, total: int | None = None) -> None:
     """Record progress; raises JobCancelled when the job is no longer running."""
-    fields: dict[str, int] = {"done": done}
+    fields: dict[str, Any] = {"done": done, "heartbeat_at": timezone.now()}
     if total is not None:
         fields["total"] = total
     if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**fields):
@@ -392,15 +450,20 @@ def job_requeue(*, job: Job, error: str) -> None:
 
 @transaction.atomic
 def job_retry(*, job: Job) -> bool:
-    """Run a failed job again as the same row; False when it has not failed.
+    """Run a failed or stalled job again as the same row; False when it is neither.
 
-    The same row, not a new job: the run skips what the failed attempt stored (generated
-    samples, judge outputs are keyed to the job), so a retry adds no copies. Cancelled
-    jobs are not retried: their worker may still be on its way to its next progress check.
+    Stalled: running, with no heartbeat for `JOB_STALLED_MINUTES` (its worker died). The
+    same row, not a new job: the run skips what earlier attempts stored (generated
+    samples, judge outputs are keyed to the job), so a retry adds no copies. If a dead
+    worker's session still holds the job's lease, the delivery waits for PostgreSQL to
+    drop it. Cancelled jobs are not retried: their worker may still be on its way to its
+    next progress check.
     """
-    retried = Job.objects.filter(pk=job.pk, status=Job.Status.FAILED).update(
-        status=Job.Status.QUEUED, error="", finished_at=None
-    )
+    cutoff = timezone.now() - timedelta(minutes=settings.JOB_STALLED_MINUTES)
+    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    retried = Job.objects.filter(
+        Q(status=Job.Status.FAILED) | Q(silent, status=Job.Status.RUNNING), pk=job.pk
+    ).update(status=Job.Status.QUEUED, error="", finished_at=None)
     if retried:
         _enqueue(job)
     return bool(retried)

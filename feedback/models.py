@@ -7,6 +7,8 @@ project) are checked in `clean()`, which the services call before saving.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -309,6 +311,9 @@ class Job(models.Model):
     start_key = models.UUIDField(
         null=True, blank=True, help_text="Key of the form that started it: a resent form finds it."
     )
+    # Written by the worker running the job (with progress and on a timer): a running job
+    # whose heartbeat is old lost its worker, whatever its status says.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -339,6 +344,15 @@ class Job(models.Model):
     @property
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
+
+    @property
+    def is_stalled(self) -> bool:
+        """Running, but no heartbeat for `JOB_STALLED_MINUTES`: its worker is gone."""
+        if self.status != self.Status.RUNNING:
+            return False
+        beat = self.heartbeat_at or self.started_at
+        cutoff = timezone.now() - timedelta(minutes=settings.JOB_STALLED_MINUTES)
+        return beat is None or beat < cutoff
 
 
 class Response(models.Model):

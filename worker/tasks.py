@@ -12,11 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task as CeleryTask
+from django.db import InterfaceError, OperationalError, connection
 
 from feedback.jobs import (
     JobCancelled,
     job_claim,
     job_fail,
+    job_heartbeats,
+    job_is_pending,
     job_lease,
     job_params,
     job_requeue,
@@ -39,19 +42,44 @@ RETRY = {
     "retry_jitter": True,
     "max_retries": 5,
 }
+# PostgreSQL went away (a restart, a failover): nothing can be written, not even the error.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+DATABASE_RETRY_SECONDS = 10
+# How soon a delivery that found the job's lease held looks again.
+LEASE_RETRY_SECONDS = 10
 
 
 def run_job(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
+    try:
+        _run_leased(task, job_id, body)
+    except DATABASE_DOWN as exc:
+        if task.request.is_eager:
+            raise
+        # What the job stored is committed and the lease went with the session; the row
+        # still says running, so the retry claims it again and resumes.
+        logger.warning("job %s: database unavailable (%s); retrying", job_id, exc)
+        connection.close()
+        raise task.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS) from exc
+
+
+def _run_leased(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
     with job_lease(job_id) as held:
         if not held:
-            logger.info("job %s is running in another worker; duplicate delivery ignored", job_id)
+            # In-process (eager) runs cannot come back later.
+            if not task.request.is_eager and job_is_pending(job_id=job_id):
+                # Another worker runs it, or PostgreSQL has not yet ended the session of
+                # one that died (a SIGKILLed prefork child is requeued at once). Either
+                # way the job is unfinished: look again later rather than drop it.
+                logger.info("job %s is leased by another session; trying again later", job_id)
+                task.apply_async((job_id,), countdown=LEASE_RETRY_SECONDS)
             return
         job = job_claim(job_id=job_id)
         if job is None:
             logger.info("job %s is not queued or running; nothing to do", job_id)
             return
         try:
-            body(job, job_params(job))
+            with job_heartbeats(job_id=job_id):
+                body(job, job_params(job))
         except JobCancelled:
             logger.info("job %s was cancelled", job_id)
             return
@@ -63,6 +91,8 @@ def run_job(task: CeleryTask, job_id: int, body: Callable[..., None]) -> None:
             tries = task.request.retries + 1
             job_fail(job=job, error=f"Gave up after {tries} attempt(s): {exc}")
             return
+        except DATABASE_DOWN:
+            raise
         except Exception as exc:
             # Failed jobs end here, not in Celery: the row carries the error to the page.
             logger.exception("job %s failed", job_id)

@@ -1,9 +1,11 @@
 """Admins start jobs from the project and watch their progress; judge quality page and API."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from feedback.jobs import JudgeOutputInput, judge_result_save
 from feedback.models import Job, JudgeOutput, ProjectMember
@@ -202,3 +204,30 @@ def test_judge_quality_is_on_a_page_and_in_the_api(admin_client, project, annota
 def test_judge_quality_api_hides_projects_of_others(client, project, outsider):
     client.force_login(outsider)
     assert client.get(reverse("api:judge-quality", args=[project.pk])).status_code == 404
+
+
+def test_a_job_whose_worker_went_silent_is_shown_stalled_and_can_be_requeued(admin_client, project):
+    lost = timezone.now() - timedelta(hours=3)
+    job = Job.objects.create(
+        project=project, kind="judge", status="running", done=2, total=9, heartbeat_at=lost
+    )
+    page = admin_client.get(reverse("annotate:project-jobs", args=[project.pk])).content.decode()
+    assert "Stalled: worker lost" in page and "Re-queue" in page
+
+    html = admin_client.post(
+        reverse("annotate:job-retry", args=[job.pk]), headers={"HX-Request": "true"}
+    ).content.decode()
+
+    job.refresh_from_db()
+    assert job.status == "queued" and "Stalled" not in html and "Queued" in html
+
+
+def test_a_job_with_a_recent_heartbeat_is_running_not_stalled(admin_client, project):
+    job = Job.objects.create(
+        project=project, kind="judge", status="running", heartbeat_at=timezone.now()
+    )
+    page = admin_client.get(reverse("annotate:project-jobs", args=[project.pk])).content.decode()
+    assert "Stalled" not in page and "Re-queue" not in page
+    admin_client.post(reverse("annotate:job-retry", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == "running"

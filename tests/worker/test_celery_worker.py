@@ -10,18 +10,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
 
-from feedback.jobs import job_start
+from feedback.jobs import JOB_LOCK_NAMESPACE, job_start
 from feedback.models import Job, JudgeOutput, Response, Submission, Task
 from tests.factories import JudgeFactory, ProjectFactory, PromptFactory
 from worker.celery import app
@@ -33,7 +35,7 @@ ROOT = Path(settings.BASE_DIR)
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, pool: str = "solo") -> None:
         self.log = log
         self.proc = subprocess.Popen(
             [
@@ -43,7 +45,8 @@ class WorkerProcess:
                 "-A",
                 "worker",
                 "worker",
-                "--pool=solo",
+                f"--pool={pool}",
+                "--concurrency=1",
                 "--loglevel=INFO",
                 "--without-gossip",
                 "--without-mingle",
@@ -61,6 +64,11 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+    def children(self) -> list[int]:
+        """Pids of the pool's child processes (prefork)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
 
     def kill(self) -> None:
         """SIGKILL: no ack, no cleanup, as when a machine dies."""
@@ -117,8 +125,9 @@ def start_worker(tmp_path, tmp_path_factory, broker) -> Iterator[Callable[..., W
     }
     workers: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess({**env, **extra_env}, tmp_path / f"worker{len(workers)}.log")
+    def start(pool: str = "solo", **extra_env: str) -> WorkerProcess:
+        log = tmp_path / f"worker{len(workers)}.log"
+        worker = WorkerProcess({**env, **extra_env}, log, pool)
         workers.append(worker)
         worker.wait_ready()
         return worker
@@ -231,3 +240,93 @@ def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
     assert_every_sample_stored_or_skipped(job, responses, 24)
     # What the first worker stored was kept, not generated again.
     assert saved_before <= set(responses.values_list("pk", flat=True))
+
+
+def test_a_redelivery_that_finds_the_dead_childs_lock_still_held_waits_and_runs_the_job(
+    start_worker, tiny_model_dir
+):
+    """A prefork child is SIGKILLed mid-job; its parent requeues the message at once, before
+    PostgreSQL may have ended the dead child's session. Here a waiting session takes the
+    job's advisory lock the moment the child's is dropped and holds it a few seconds, as a
+    session not yet reaped would: the redelivery must come back later, not be acked."""
+    worker = start_worker(pool="prefork")
+    project = ProjectFactory()
+    for _ in range(12):
+        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
+    job = job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
+            "n": 2,
+            "temperature": 1.0,
+            "max_new_tokens": 64,
+            "batch_size": 1,
+        },
+    )
+    wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as holder:
+        # Queue behind the child's lock, then kill the child: this session gets the lock.
+        holder.execute("SET lock_timeout = '30s'")
+        waiter = holder.cursor()
+        child = worker.children()[0]
+        taken = threading.Event()
+
+        def take() -> None:
+            waiter.execute("SELECT pg_advisory_lock(%s, %s)", [JOB_LOCK_NAMESPACE, job.pk])
+            taken.set()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        time.sleep(0.5)
+        os.kill(child, signal.SIGKILL)
+        thread.join(30)
+        assert taken.is_set()
+        # The parent has requeued the message and a new child has read it meanwhile.
+        wait_for(lambda: worker.output().count("] received") >= 2, 30, worker.output)
+        time.sleep(3)
+        job.refresh_from_db()
+        assert job.status == Job.Status.RUNNING
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job.pk])
+
+    wait_for(lambda: finished(job), 120, worker.output)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.done == job.total == 12
+    assert Response.objects.filter(job=job).count() == 24
+
+
+def test_a_job_whose_database_session_is_cut_mid_run_is_retried_and_resumed(
+    start_worker, tiny_model_dir
+):
+    """As when PostgreSQL restarts: the worker's sessions end while the job runs. The task
+    cannot even write the error then; it must come back and finish the job."""
+    worker = start_worker()
+    project = ProjectFactory()
+    for _ in range(12):
+        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
+    job = job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
+            "n": 2,
+            "temperature": 1.0,
+            "max_new_tokens": 64,
+            "batch_size": 1,
+        },
+    )
+    wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+
+    wait_for(lambda: finished(job), 120, worker.output)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.done == job.total == 12
+    assert Response.objects.filter(job=job).count() == 24
