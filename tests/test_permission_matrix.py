@@ -11,12 +11,13 @@ project (or task, job) does not exist for the caller, 405 method not allowed.
 from dataclasses import dataclass, field
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feedback import queue
-from feedback.models import Job, ProjectMember, Submission, Task
+from feedback.models import Job, Project, ProjectMember, Submission, Task
 from tests.factories import (
     MemberFactory,
     ProjectFactory,
@@ -24,8 +25,6 @@ from tests.factories import (
     UserFactory,
     task_with_responses,
 )
-
-pytestmark = pytest.mark.django_db
 
 ROLES = ["anonymous", "annotator", "other_annotator", "viewer", "admin", "staff", "superuser"]
 SKIPPED_NAMESPACES = {"admin"}  # Django's own; see ADMIN_ROWS
@@ -42,7 +41,8 @@ class Row:
 
 
 def by_role(anonymous, annotator, other_annotator, viewer, admin, staff, superuser):
-    return dict(zip(ROLES, [anonymous, annotator, other_annotator, viewer, admin, staff, superuser]))
+    statuses = [anonymous, annotator, other_annotator, viewer, admin, staff, superuser]
+    return dict(zip(ROLES, statuses, strict=True))
 
 
 # Shorthands for the usual shapes.
@@ -52,7 +52,7 @@ API_ADMIN_WRITE = by_role(401, 403, 404, 403, 400, 404, 400)  # admins write (em
 PAGE_ANNOTATORS = by_role(302, 200, 404, 404, 200, 404, 200)  # annotators and admins
 PAGE_READERS = by_role(302, 403, 404, 200, 200, 404, 200)
 PAGE_ADMINS = by_role(302, 403, 404, 403, 200, 404, 200)
-NO_POST = by_role(*[405] * 7)
+ONLY_POST = by_role(*[405] * 7)  # a GET of a POST-only URL
 
 EXPECTED: dict[str, list[Row]] = {
     # Accounts
@@ -61,7 +61,7 @@ EXPECTED: dict[str, list[Row]] = {
         Row(by_role(200, 200, 200, 200, 200, 200, 200), method="post"),  # wrong password
     ],
     "logout": [
-        Row(NO_POST | {}, method="get"),
+        Row(ONLY_POST, method="get"),
         Row(by_role(302, 302, 302, 302, 302, 302, 302), method="post"),
     ],
     # API: schema and docs are for signed-in users only.
@@ -93,16 +93,16 @@ EXPECTED: dict[str, list[Row]] = {
     "annotate:judge-quality": [Row(PAGE_READERS)],
     "annotate:project-jobs": [Row(PAGE_ADMINS)],
     "annotate:job-generate": [
-        Row(NO_POST | {"anonymous": 302}),
+        Row(ONLY_POST | {"anonymous": 302}),
         Row(PAGE_ADMINS, method="post"),  # empty form: the page again, with errors
     ],
     "annotate:job-judge": [
-        Row(NO_POST | {"anonymous": 302}),
+        Row(ONLY_POST | {"anonymous": 302}),
         Row(PAGE_ADMINS, method="post"),
     ],
     "annotate:job-progress": [Row(PAGE_ADMINS, htmx=True)],
     "annotate:job-cancel": [
-        Row(NO_POST | {"anonymous": 302}),
+        Row(ONLY_POST | {"anonymous": 302}),
         Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
     ],
     # Annotator pages
@@ -132,26 +132,31 @@ ADMIN_ROWS: dict[str, list[Row]] = {
 }
 
 
-def url_names(patterns=None, namespace: str = "") -> set[str]:
-    """Every named URL pattern of the URL conf, `namespace:name`, the admin's left out."""
-    names: set[str] = set()
+def url_arguments(patterns=None, namespace: str = "", outer=frozenset()) -> dict:
+    """Every named URL pattern of the URL conf, `namespace:name`, with the names of the
+    arguments its route takes; the admin's URLs are left out."""
+    found: dict[str, frozenset[str]] = {}
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        arguments = outer | frozenset(getattr(pattern.pattern, "converters", {}))
         if isinstance(pattern, URLResolver):
             inner = pattern.namespace or ""
             if inner in SKIPPED_NAMESPACES:
                 continue
             prefix = f"{namespace}{inner}:" if inner else namespace
-            names |= url_names(pattern.url_patterns, prefix)
+            found |= url_arguments(pattern.url_patterns, prefix, arguments)
         elif isinstance(pattern, URLPattern):
             assert pattern.name, f"URL pattern {pattern.pattern} has no name"
-            names.add(f"{namespace}{pattern.name}")
-    return names
+            found[f"{namespace}{pattern.name}"] = arguments
+    return found
+
+
+ROUTES = url_arguments()
 
 
 def test_every_url_has_a_row():
-    missing = url_names() - set(EXPECTED)
+    missing = set(ROUTES) - set(EXPECTED)
     assert not missing, f"URLs without a row in EXPECTED: {sorted(missing)}"
-    stale = set(EXPECTED) - url_names()
+    stale = set(EXPECTED) - set(ROUTES)
     assert not stale, f"rows for URLs that no longer exist: {sorted(stale)}"
 
 
@@ -161,9 +166,21 @@ def test_every_row_names_every_role():
             assert set(row.statuses) == set(ROLES), name
 
 
-@pytest.fixture
-def world():
-    """One project with a task held and answered, a job, and a user of each role."""
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker):
+    """One project with a task held and answered, a job, and a user of each role.
+
+    Made once for the module and committed (some 300 requests run against it); each
+    test's own writes (a skip, a cancelled job) roll back with its transaction.
+    """
+    with django_db_blocker.unblock():
+        users, ids = _make_world()
+        yield users, ids
+        Project.objects.filter(pk__in=[ids["project_id"], ids["other_project_id"]]).delete()
+        get_user_model().objects.filter(pk__in=[user.pk for user in users.values()]).delete()
+
+
+def _make_world():
     project = ProjectFactory()
     other_project = ProjectFactory()
     users = {
@@ -191,29 +208,17 @@ def world():
         "response_id": task.prompt.responses.first().pk,
         "submission_id": submission.pk,
         "job_id": job.pk,
+        "other_project_id": other_project.pk,
     }
     return users, kwargs
 
 
-def concrete_url(name: str, kwargs: dict[str, int]) -> str:
-    """The URL of `name` with the ids its pattern takes filled in from the fixture."""
-    for candidate in (
-        {key: kwargs[key] for key in keys}
-        for keys in (
-            (),
-            ("project_id",),
-            ("job_id",),
-            ("project_id", "task_id"),
-            ("project_id", "prompt_id"),
-            ("project_id", "response_id"),
-            ("project_id", "submission_id"),
-        )
-    ):
-        try:
-            return reverse(name, kwargs=candidate)
-        except Exception:  # noqa: S112 - not this pattern's arguments
-            continue
-    raise AssertionError(f"cannot build a URL for {name}: add its arguments to concrete_url")
+def concrete_url(name: str, ids: dict[str, int]) -> str:
+    """The URL of `name`, its arguments (`project_id`, `task_id`, ...) filled from the world."""
+    arguments = ROUTES.get(name, frozenset())
+    unknown = arguments - set(ids)
+    assert not unknown, f"{name} takes {sorted(unknown)}: add them to the world fixture"
+    return reverse(name, kwargs={key: ids[key] for key in arguments})
 
 
 def cases(table: dict[str, list[Row]]):
@@ -244,11 +249,11 @@ def request_as(world, name: str, row: Row, role: str, *, token: bool) -> int:
 
 
 @pytest.mark.parametrize(("name", "row", "role"), cases(EXPECTED))
-def test_status_by_role(world, name, row, role):
+def test_status_by_role(db, world, name, row, role):
     token = name.startswith("api:") and name not in {"api:docs"}
     assert request_as(world, name, row, role, token=token) == row.statuses[role]
 
 
 @pytest.mark.parametrize(("name", "row", "role"), cases(ADMIN_ROWS))
-def test_admin_status_by_role(world, name, row, role):
+def test_admin_status_by_role(db, world, name, row, role):
     assert request_as(world, name, row, role, token=False) == row.statuses[role]
