@@ -10,6 +10,7 @@ PostgreSQL nor Redis.
 import importlib.util
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -86,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -127,6 +130,18 @@ CACHES = {
 }
 # Sessions are read on every request: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# Failed logins (the login page and the admin's) are counted per username and address by
+# django-axes; past the limit that pair gets 429 until the cool-off ends. Behind a proxy
+# the address is the proxy's, so the lock is in effect per username.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("PREFHUB_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PREFHUB_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -195,6 +210,19 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "feedback.api.exception_handler.exception_handler",
+    # Counted in the cache (Redis when CACHE_URL is set, else per process). Checked after
+    # authentication and permissions, so they limit signed-in users; "anon" covers any
+    # endpoint open without credentials.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("PREFHUB_API_ANON_RATE", "60/minute"),
+        "user": os.environ.get("PREFHUB_API_USER_RATE", "1200/minute"),
+    },
+    # Proxies in front that append to X-Forwarded-For; 0 trusts none of it (REMOTE_ADDR).
+    "NUM_PROXIES": int(os.environ.get("DJANGO_NUM_PROXIES", "0")),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "prefhub API",
