@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post
@@ -23,6 +23,7 @@ from feedback import queue
 from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
     annotator_progress,
+    held_task,
     previous_task_id,
     project_for_annotator,
     project_progress,
@@ -66,10 +67,12 @@ def _render_task(
     task: Task | None,
     *,
     fresh: bool = False,
+    claim: bool = False,
     errors: FeedbackError | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """Render the task card (or the whole page); `fresh`: a lease not yet answered."""
+    """Render the task card (or the whole page); `fresh`: a lease not yet answered;
+    `claim`: no task held, the card asks for one (a POST) as soon as it is shown."""
     screen = (
         task_screen(task=task, annotator=request.user, answered=not fresh)
         if task is not None
@@ -86,6 +89,7 @@ def _render_task(
             project=project, annotator=request.user, before=None if fresh else task
         ),
         "is_revisit": screen is not None and screen.current is not None,
+        "claim": claim,
     }
     if request.htmx:
         return render(request, "annotate/task.html#task-card", context, status=status)
@@ -93,12 +97,20 @@ def _render_task(
     return render(request, "annotate/task.html", context, status=status)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @annotator_page
 def task_next(request: HttpRequest, project: Project) -> HttpResponse:
-    """The annotator's current task, or a new lease on the next one."""
-    assignment = queue.task_claim_next(project=project, annotator=request.user)
-    return _render_task(request, project, assignment.task if assignment else None, fresh=True)
+    """POST: the annotator's current task (its lease renewed) or a new lease on the next one.
+    GET: the task held, as it is, or a card that POSTs for one when shown.
+
+    Taking and renewing leases write, so a GET does neither: another site can make the
+    annotator's browser send one (a link, an image) but not a POST with the CSRF token.
+    """
+    if request.method == "POST":
+        assignment = queue.task_claim_next(project=project, annotator=request.user)
+        return _render_task(request, project, assignment.task if assignment else None, fresh=True)
+    task = held_task(project=project, annotator=request.user)
+    return _render_task(request, project, task, fresh=True, claim=task is None)
 
 
 def _held_task(

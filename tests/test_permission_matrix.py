@@ -107,9 +107,12 @@ EXPECTED: dict[str, list[Row]] = {
     ],
     # Annotator pages
     "annotate:project-list": [Row(by_role(302, 200, 200, 200, 200, 200, 200))],
+    # GET shows the page (and the task held); POST takes a task.
     "annotate:task-next": [
         Row(PAGE_ANNOTATORS),
         Row(PAGE_ANNOTATORS | {"anonymous": 401}, htmx=True),
+        Row(PAGE_ANNOTATORS | {"anonymous": 401}, method="post", htmx=True),
+        Row(by_role(405, 405, 405, 405, 405, 405, 405), method="put"),
     ],
     "annotate:progress": [Row(PAGE_ANNOTATORS | {"anonymous": 401}, htmx=True)],
     # Only the annotator who holds the task opens it.
