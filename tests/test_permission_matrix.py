@@ -100,10 +100,12 @@ EXPECTED: dict[str, list[Row]] = {
         Row(ONLY_POST | {"anonymous": 302}),
         Row(PAGE_ADMINS, method="post"),
     ],
-    "annotate:job-progress": [Row(PAGE_ADMINS, htmx=True)],
+    # Polled by htmx: a session that ended gets 401, not the login page swapped in.
+    "annotate:job-progress": [Row(PAGE_ADMINS | {"anonymous": 401}, htmx=True)],
     "annotate:job-cancel": [
         Row(ONLY_POST | {"anonymous": 302}),
         Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
+        Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post", htmx=True),
     ],
     # Annotator pages
     "annotate:project-list": [Row(by_role(302, 200, 200, 200, 200, 200, 200))],
