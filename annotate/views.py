@@ -2,8 +2,8 @@
 
 One template (`annotate/task.html`) and one context serve both the full page and, for htmx
 requests, its `task-card` partial. After a submit or skip the server answers 204 with an
-`HX-Trigger: task-done` event, and the page asks for its next card: the same request the
-first page load makes, so there is one way to get a task.
+`HX-Trigger: task-done` event, and the page asks for its next card: the same POST the
+page's empty card makes when shown, so there is one way to get a task, and a GET takes none.
 """
 
 from __future__ import annotations
