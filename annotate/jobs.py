@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import wraps
 from typing import Any
 
 from django import forms
@@ -24,6 +25,20 @@ from feedback.views import report_project
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+def _login_required_htmx(view):
+    """login_required, but an htmx request without a session gets 401: redirected, htmx
+    would follow and swap the login page in place of the progress bar."""
+    page_view = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            return HttpResponse("Your session has ended: log in again.", status=401)
+        return page_view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _admin_project(request: HttpRequest, project_id: int) -> Project:
@@ -169,7 +184,7 @@ def _job_context(job: Job) -> dict[str, Any]:
     }
 
 
-@login_required
+@_login_required_htmx
 def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """The job's progress bar; htmx polls it while the job is queued or running."""
     job = get_object_or_404(Job, pk=job_id)
@@ -177,7 +192,7 @@ def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     return render(request, "annotate/jobs.html#job-progress", _job_context(job))
 
 
-@login_required
+@_login_required_htmx
 @require_POST
 def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)

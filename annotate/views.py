@@ -2,8 +2,8 @@
 
 One template (`annotate/task.html`) and one context serve both the full page and, for htmx
 requests, its `task-card` partial. After a submit or skip the server answers 204 with an
-`HX-Trigger: task-done` event, and the page asks for its next card: the same request the
-first page load makes, so there is one way to get a task.
+`HX-Trigger: task-done` event, and the page asks for its next card: the same POST the
+page's empty card makes when shown, so there is one way to get a task, and a GET takes none.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post, submit_key_from_post
@@ -24,6 +24,7 @@ from feedback import queue
 from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
     annotator_progress,
+    held_task,
     previous_task_id,
     project_for_annotator,
     project_progress,
@@ -32,12 +33,9 @@ from feedback.selectors import (
 )
 from feedback.services import FeedbackError
 
-# Model output is shown on these pages; allow only our own scripts, whatever slips through.
-CONTENT_SECURITY_POLICY = "script-src 'self'; object-src 'none'; base-uri 'self'"
-
 
 def annotator_page(view):
-    """Log-in required, project resolved, annotators only, and the page's CSP set.
+    """Log-in required, project resolved, annotators only.
 
     An htmx request without a session (it ended while the page was open) gets 401: sent to
     the login page, the request would follow the redirect and answer 200 with nothing to
@@ -53,9 +51,7 @@ def annotator_page(view):
         project = project_for_annotator(request.user, project_id)
         if project is None:
             raise Http404("No such project.")
-        response = view(request, project, **kwargs)
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        return response
+        return view(request, project, **kwargs)
 
     return wrapper
 
@@ -72,10 +68,12 @@ def _render_task(
     task: Task | None,
     *,
     fresh: bool = False,
+    claim: bool = False,
     errors: FeedbackError | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """Render the task card (or the whole page); `fresh`: a lease not yet answered."""
+    """Render the task card (or the whole page); `fresh`: a lease not yet answered;
+    `claim`: no task held, the card asks for one (a POST) as soon as it is shown."""
     screen = (
         task_screen(task=task, annotator=request.user, answered=not fresh)
         if task is not None
@@ -94,6 +92,7 @@ def _render_task(
         "is_revisit": screen is not None and screen.current is not None,
         # One key per rendered card: a double-clicked or resent submit repeats it.
         "submit_key": uuid.uuid4(),
+        "claim": claim,
     }
     if request.htmx:
         return render(request, "annotate/task.html#task-card", context, status=status)
@@ -101,12 +100,20 @@ def _render_task(
     return render(request, "annotate/task.html", context, status=status)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @annotator_page
 def task_next(request: HttpRequest, project: Project) -> HttpResponse:
-    """The annotator's current task, or a new lease on the next one."""
-    assignment = queue.task_claim_next(project=project, annotator=request.user)
-    return _render_task(request, project, assignment.task if assignment else None, fresh=True)
+    """POST: the annotator's current task (its lease renewed) or a new lease on the next one.
+    GET: the task held, as it is, or a card that POSTs for one when shown.
+
+    Taking and renewing leases write, so a GET does neither: another site can make the
+    annotator's browser send one (a link, an image) but not a POST with the CSRF token.
+    """
+    if request.method == "POST":
+        assignment = queue.task_claim_next(project=project, annotator=request.user)
+        return _render_task(request, project, assignment.task if assignment else None, fresh=True)
+    task = held_task(project=project, annotator=request.user)
+    return _render_task(request, project, task, fresh=True, claim=task is None)
 
 
 def _held_task(

@@ -10,9 +10,11 @@ PostgreSQL nor Redis.
 import importlib.util
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +57,21 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# One policy for every response: model output and imported text are shown on the pages, so
+# only our own files run or style them, whatever markup slips through. Templates carry no
+# inline scripts, handlers or style attributes; the API docs alone relax style-src.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
@@ -66,11 +83,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "csp",
     "feedback",
     "annotate",
     "worker",
@@ -85,7 +104,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -130,6 +151,19 @@ CACHES = {
 }
 # Sessions are read on every request: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# Failed logins (the login page and the admin's) are counted per username and address by
+# django-axes; past the limit that pair gets 429 until the cool-off ends. Behind a proxy
+# the address is the proxy's, so the lock is in effect per username.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("PREFHUB_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PREFHUB_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -198,6 +232,19 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "feedback.api.exception_handler.exception_handler",
+    # Counted in the cache (Redis when CACHE_URL is set, else per process). Checked after
+    # authentication and permissions, so they limit signed-in users; "anon" covers any
+    # endpoint open without credentials.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("PREFHUB_API_ANON_RATE", "60/minute"),
+        "user": os.environ.get("PREFHUB_API_USER_RATE", "1200/minute"),
+    },
+    # Proxies in front that append to X-Forwarded-For; 0 trusts none of it (REMOTE_ADDR).
+    "NUM_PROXIES": int(os.environ.get("DJANGO_NUM_PROXIES", "0")),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "prefhub API",
@@ -206,6 +253,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally, not from a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The schema maps every endpoint and filter: for signed-in users, as the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Celery: without a broker URL the tasks run in-process (the demo); production sets Redis.
@@ -234,4 +283,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # django-axes logs every login at INFO; lockouts are warnings.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import F, FilteredRelation, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from feedback import agreement
 from feedback.models import (
@@ -414,6 +415,25 @@ def project_progress(*, project: Project) -> Progress:
         ).count()
         cache.set(key, done, PROJECT_PROGRESS_TTL_S)
     return Progress(done=done, total=project_task_count(project) * project.annotators_per_task)
+
+
+def held_task(*, project: Project, annotator: AbstractBaseUser) -> Task | None:
+    """The task the annotator holds a live lease on in the project, read only: the lease is
+    neither renewed nor taken (queue.task_claim_next does that, on a POST)."""
+    assignment = (
+        Assignment.objects.select_related("task__prompt")
+        .filter(
+            project=project,
+            annotator=annotator,
+            status=Assignment.Status.ACTIVE,
+            leased_until__gt=timezone.now(),
+        )
+        .first()
+    )
+    if assignment is None:
+        return None
+    assignment.task.project = project
+    return assignment.task
 
 
 def previous_task_id(

@@ -26,6 +26,18 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+def _in_project(model):
+    """The choices of an id filter: rows of the URL's project only, so that another
+    project's id is refused as one that does not exist, not accepted and found empty."""
+
+    def queryset(request):
+        if request is None:  # schema generation
+            return model.objects.none()
+        return model.objects.filter(project_id=request.resolver_match.kwargs["project_id"])
+
+    return queryset
+
+
 KIND_LOOKUPS = {
     FeedbackKind.PAIRWISE: {"pairwise__isnull": False},
     FeedbackKind.RATING: {"ratings__isnull": False},
@@ -45,12 +57,16 @@ class PromptFilter(django_filters.FilterSet):
 
 
 class ResponseFilter(django_filters.FilterSet):
+    prompt = django_filters.ModelChoiceFilter(queryset=_in_project(Prompt))
+
     class Meta:
         model = Response
         fields = ["prompt", "model_name"]
 
 
 class TaskFilter(django_filters.FilterSet):
+    prompt = django_filters.ModelChoiceFilter(queryset=_in_project(Prompt))
+
     class Meta:
         model = Task
         fields = ["prompt", "layout"]
@@ -58,6 +74,7 @@ class TaskFilter(django_filters.FilterSet):
 
 class FeedbackFilter(django_filters.FilterSet):
     kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices, method="filter_kind")
+    task = django_filters.ModelChoiceFilter(queryset=_in_project(Task))
     annotator = django_filters.CharFilter(field_name="annotator__username")
     judge = django_filters.CharFilter(field_name="judge__name")
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")

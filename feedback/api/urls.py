@@ -1,5 +1,7 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_replace
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from feedback.api import views
 
@@ -7,7 +9,15 @@ app_name = "api"
 project = "projects/<int:project_id>/"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Split: the page's setup script is a file of its own; its one <style> element needs
+    # inline styles, allowed on this page only.
+    path(
+        "docs/",
+        csp_replace({"style-src": [SELF, UNSAFE_INLINE]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+        ),
+        name="docs",
+    ),
     path("projects/", views.ProjectListApi.as_view(), name="project-list"),
     path(project, views.ProjectDetailApi.as_view(), name="project-detail"),
     path(f"{project}prompts/", views.PromptListApi.as_view(), name="prompt-list"),

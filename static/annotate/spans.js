@@ -21,6 +21,10 @@ export function initSpans(card, data) {
   const input = card.querySelector("[data-spans-input]");
   const popup = card.querySelector("[data-span-popup]");
   const labels = new Map(data.labels.map((label) => [String(label.id), label]));
+  // Colours come as data, set through the CSSOM: the CSP refuses style attributes.
+  for (const pill of popup?.querySelectorAll("[data-label-color]") ?? []) {
+    pill.style.setProperty("--label", pill.dataset.labelColor);
+  }
   const spans = data.spans.map((span) => ({ ...span }));
   let draft = null; // {index|null, response_id, start, end}
 

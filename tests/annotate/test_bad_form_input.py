@@ -21,7 +21,7 @@ def span_project(annotator):
 
 
 def submit(client, project, task, data):
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     return client.post(f"/projects/{project.pk}/tasks/{task.pk}/submit/", data, **HTMX)
 
 

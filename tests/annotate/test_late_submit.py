@@ -27,7 +27,7 @@ def lapsed(client, project, annotator):
     project.save()
     task = task_with_responses(project, "pair", 2, text="Ünïcode prompt: שלום")
     client.force_login(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     assert leases_expire(now=timezone.now() + timedelta(minutes=project.lease_minutes + 1)) == 1
     return task
 

@@ -17,7 +17,7 @@ def test_a_span_card_submitted_with_no_span_records_a_clean_response(client, ann
     project.span_labels.create(name="Error")
     task = task_with_responses(project, "single", 1, texts=["Nothing wrong <b>here</b>."])
     client.force_login(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     response = client.post(
         f"/projects/{project.pk}/tasks/{task.pk}/submit/", {"spans": "[]"}, **HTMX
     )
@@ -34,7 +34,7 @@ def test_a_rating_card_without_the_span_tool_does_not_claim_a_span_check(client,
     aspect = project.aspects.create(name="Helpfulness", scale_min=1, scale_max=5)
     task = task_with_responses(project, "single", 1)
     client.force_login(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     rid = task.links.get().response_id
     response = client.post(
         f"/projects/{project.pk}/tasks/{task.pk}/submit/",

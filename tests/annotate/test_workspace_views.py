@@ -22,7 +22,7 @@ def client_of(client):
 
 def test_the_workspace_serves_the_next_task_in_a_full_page(client_of, project, annotator):
     task = task_with_responses(project, "pair", 2)
-    response = client_of(annotator).get(f"/projects/{project.pk}/")
+    response = client_of(annotator).post(f"/projects/{project.pk}/")
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" in html and f'data-task-id="{task.pk}"' in html
@@ -32,7 +32,7 @@ def test_the_workspace_serves_the_next_task_in_a_full_page(client_of, project, a
 
 def test_an_htmx_request_gets_only_the_task_card(client_of, project, annotator):
     task_with_responses(project, "pair", 2)
-    html = client_of(annotator).get(f"/projects/{project.pk}/", **HTMX).content.decode()
+    html = client_of(annotator).post(f"/projects/{project.pk}/", **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="task-card"')
     assert "<html" not in html
 
@@ -44,6 +44,7 @@ def test_only_annotators_and_admins_of_the_project_may_annotate(client_of, proje
         MemberFactory(project=project, user=user, role=role)
     task_with_responses(project, "pair", 2)
     assert client_of(user).get(f"/projects/{project.pk}/").status_code == 404
+    assert client_of(user).post(f"/projects/{project.pk}/").status_code == 404
     assert not Assignment.objects.exists()
 
 
@@ -57,7 +58,7 @@ def test_a_task_the_annotator_never_had_cannot_be_opened(client_of, project, ann
 def test_submit_answers_204_with_an_event_for_the_next_card(client_of, project, annotator):
     task = task_with_responses(project, "pair", 2)
     client = client_of(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     response = client.post(
         f"/projects/{project.pk}/tasks/{task.pk}/submit/",
         {"choice": "A", "strength": "1", "rationale": "Shorter.", "duration_ms": "5300"},
@@ -73,7 +74,7 @@ def test_submit_answers_204_with_an_event_for_the_next_card(client_of, project, 
 def test_a_missing_choice_is_reported_in_the_error_box_only(client_of, project, annotator):
     task = task_with_responses(project, "pair", 2)
     client = client_of(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/submit/", {}, **HTMX)
     assert response.status_code == 422
     assert response.headers["HX-Retarget"] == "#task-errors"
@@ -90,7 +91,7 @@ def test_spans_are_stored_at_the_posted_character_offsets(client_of, annotator):
     text = "Naïve 😀 text"
     task = task_with_responses(project, "single", 1, texts=[text])
     client = client_of(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     response_id = task.links.get().response_id
     spans = [{"response_id": response_id, "label_id": label.pk, "start": 6, "end": 7}]
     client.post(
@@ -110,7 +111,7 @@ def test_an_untouched_rewrite_sent_with_crlf_line_breaks_is_not_a_rewrite(client
     MemberFactory(project=project, user=annotator)
     task = task_with_responses(project, "single", 1, texts=["line one\nline two"])
     client = client_of(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     rid = task.links.get().response_id
     client.post(
         f"/projects/{project.pk}/tasks/{task.pk}/submit/",
@@ -123,7 +124,7 @@ def test_an_untouched_rewrite_sent_with_crlf_line_breaks_is_not_a_rewrite(client
 def test_skip_answers_204_and_records_the_skip(client_of, project, annotator):
     task = task_with_responses(project, "pair", 2)
     client = client_of(annotator)
-    client.get(f"/projects/{project.pk}/")
+    client.post(f"/projects/{project.pk}/")
     response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/skip/", **HTMX)
     assert response.status_code == 204
     assert Assignment.objects.get().status == Assignment.Status.SKIPPED

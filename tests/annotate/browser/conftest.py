@@ -62,6 +62,11 @@ def open_workspace(live_server, page):
     page.set_default_timeout(5000)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Whatever the Content-Security-Policy refused (an inline style, a handler) is an error.
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and errors.append(message.text),
+    )
 
     def open_(project: Project, username: str = "ann"):
         user = UserFactory(username=username)
