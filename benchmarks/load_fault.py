@@ -254,7 +254,7 @@ def annotate(
         start.wait()
         while time.monotonic() < deadline[0]:
             card = send(
-                client, lambda: http.get(f"/projects/{project_id}/", headers=headers), retries
+                client, lambda: http.post(f"/projects/{project_id}/", headers=headers), retries
             )
             if card is None:
                 continue

@@ -33,7 +33,7 @@ def submit(client, project, task, key):
 
 
 def test_a_double_submit_with_the_cards_key_stores_one_answer(client, project, held):
-    key = card_key(client.get(f"/projects/{project.pk}/"))
+    key = card_key(client.post(f"/projects/{project.pk}/"))
 
     first = submit(client, project, held, key)
     second = submit(client, project, held, key)
@@ -46,7 +46,7 @@ def test_a_double_submit_with_the_cards_key_stores_one_answer(client, project, h
 
 
 def test_changing_an_answer_from_a_new_card_still_keeps_history(client, project, held):
-    first_key = card_key(client.get(f"/projects/{project.pk}/"))
+    first_key = card_key(client.post(f"/projects/{project.pk}/"))
     submit(client, project, held, first_key)
     second_key = card_key(client.get(f"/projects/{project.pk}/tasks/{held.pk}/", **HTMX))
 
@@ -59,7 +59,7 @@ def test_changing_an_answer_from_a_new_card_still_keeps_history(client, project,
 def test_the_form_drops_a_second_submit_and_disables_its_buttons_while_sending(
     client, project, held
 ):
-    page = client.get(f"/projects/{project.pk}/").content.decode()
+    page = client.post(f"/projects/{project.pk}/").content.decode()
     form = re.search(r'<form id="task-form"[^>]*>', page).group(0)
     assert 'hx-sync="this:drop"' in form
     assert "hx-disabled-elt=" in form
