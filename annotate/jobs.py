@@ -204,7 +204,7 @@ def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     return redirect("annotate:project-jobs", project_id=job.project_id)
 
 
-@login_required
+@_login_required_htmx
 @require_POST
 def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """Retry a failed or stalled job in place; it resumes where the last attempt stopped."""

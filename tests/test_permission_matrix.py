@@ -111,6 +111,11 @@ EXPECTED: dict[str, list[Row]] = {
         Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
         Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post", htmx=True),
     ],
+    "annotate:job-retry": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
+        Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post", htmx=True),
+    ],
     # Annotator pages
     "annotate:project-list": [Row(by_role(302, 200, 200, 200, 200, 200, 200))],
     # GET shows the page (and the task held); POST takes a task.

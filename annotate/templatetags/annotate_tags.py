@@ -5,10 +5,12 @@ is shown as text; nh3 then removes anything outside a small allow-list (no event
 no `javascript:` links, no images that could call out) as a second line of defence.
 """
 
+import json
 from functools import lru_cache
 
 import nh3
 from django import template
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
@@ -40,3 +42,10 @@ def render_markdown(text: str) -> str:
 def markdown(text: str) -> SafeString:
     """Render Markdown to safe HTML; see the module docstring for what is kept."""
     return mark_safe(render_markdown(text or ""))  # sanitised by nh3 in render_markdown
+
+
+@register.filter
+def as_json(value: object) -> str:
+    """JSON text for a data attribute (autoescaped there): htmx swaps in no script tags
+    (`allowScriptTags` is off), so a card's data cannot travel in a json_script."""
+    return json.dumps(value, ensure_ascii=False, cls=DjangoJSONEncoder)

@@ -10,8 +10,8 @@ function initCard(card) {
   if (card.dataset.ready) return;
   card.dataset.ready = "1";
   shownAt = performance.now();
-  const dataScript = card.querySelector("#card-data");
-  const data = dataScript ? JSON.parse(dataScript.textContent) : null;
+  const dataHolder = card.querySelector("#card-data");
+  const data = dataHolder ? JSON.parse(dataHolder.dataset.json) : null;
   if (data) {
     initSpans(card, data);
     initDiffs(card, data);
