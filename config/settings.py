@@ -187,7 +187,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "feedback.api.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "feedback.api.pagination.IdCursorPagination",
     "DEFAULT_PARSER_CLASSES": [
         "feedback.api.parsers.JSONWithoutNulParser",

@@ -101,23 +101,8 @@ class ResponseSerializer(serializers.ModelSerializer):
         ]
 
 
-class ResponseRowSerializer(serializers.Serializer):
-    """One row of a bulk create (documents the shape; rows are checked by the service)."""
-
-    prompt_id = serializers.IntegerField(required=False)
-    prompt_external_id = serializers.CharField(required=False)
-    text = serializers.CharField()
-    model = serializers.CharField(required=False)
-    generation_params = serializers.DictField(required=False)
-
-
 class ResponsesCreateSerializer(serializers.Serializer):
     responses = serializers.ListField(child=serializers.DictField(), allow_empty=False)
-    create_tasks = serializers.BooleanField(default=True)
-
-
-class ResponsesCreateDocSerializer(serializers.Serializer):
-    responses = ResponseRowSerializer(many=True)
     create_tasks = serializers.BooleanField(default=True)
 
 
@@ -175,8 +160,8 @@ class TextOutSerializer(serializers.Serializer):
 class FeedbackSerializer(serializers.ModelSerializer):
     """A submission: one annotator's or judge's answer to a task, with every record in it."""
 
-    annotator = serializers.CharField(source="annotator.username", default=None)
-    judge = serializers.CharField(source="judge.name", default=None)
+    annotator = serializers.CharField(source="annotator.username", default=None, allow_null=True)
+    judge = serializers.CharField(source="judge.name", default=None, allow_null=True)
     pairwise = serializers.SerializerMethodField()
     ratings = RatingOutSerializer(many=True, read_only=True)
     ranking = serializers.SerializerMethodField(help_text="Response ids, best first.")

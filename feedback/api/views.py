@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from feedback import selectors, services
 from feedback.api import serializers as s
+from feedback.api.openapi import PromptImportBody, ResponsesCreateBody
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
 from feedback.api.parsers import BulkJSONParser
 from feedback.api.permissions import (
@@ -82,6 +83,7 @@ class ProjectListApi(generics.ListAPIView):
             "aspects", "span_labels"
         )
 
+    @extend_schema(request=s.ProjectSerializer, responses={201: s.ProjectSerializer})
     def post(self, request: Request) -> Response:
         serializer = s.ProjectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -118,7 +120,7 @@ class PromptListApi(ProjectScoped, generics.ListAPIView):
     def project_queryset(self):
         return selectors.project_prompts(self.project)
 
-    @extend_schema(request=s.PromptImportSerializer, responses={201: s.ImportResultSerializer})
+    @extend_schema(request=PromptImportBody, responses={201: s.ImportResultSerializer})
     def post(self, request: Request, project_id: int) -> Response:
         serializer = s.PromptImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -149,9 +151,7 @@ class ResponseListApi(ProjectScoped, generics.ListAPIView):
     def project_queryset(self):
         return selectors.project_responses(self.project)
 
-    @extend_schema(
-        request=s.ResponsesCreateDocSerializer, responses={201: s.ResponsesResultSerializer}
-    )
+    @extend_schema(request=ResponsesCreateBody, responses={201: s.ResponsesResultSerializer})
     def post(self, request: Request, project_id: int) -> Response:
         serializer = s.ResponsesCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
