@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 
 from feedback import selectors, services
 from feedback.api import serializers as s
-from feedback.api.openapi import PromptImportBody, ResponsesCreateBody
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
+from feedback.api.openapi import PromptImportBody, ResponsesCreateBody
 from feedback.api.parsers import BulkJSONParser
 from feedback.api.permissions import (
     IsProjectMember,
