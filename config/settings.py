@@ -203,6 +203,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally, not from a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request bodies get components of their own: required text is non-blank (minLength),
+    # read-only fields are left out, and create bodies carry the model's constraints.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "feedback.api.openapi.project_rules_hook",
+    ],
 }
 
 # Celery: without a broker URL the tasks run in-process (the demo); production sets Redis.

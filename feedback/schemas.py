@@ -229,10 +229,11 @@ def first_error(exc: ValidationError) -> str:
 
 
 def _candidate_json_schema(schema: dict[str, Any]) -> None:
-    """`names_one_prompt` in JSON Schema: exactly one of the two prompt references."""
+    """`names_one_prompt` in JSON Schema: exactly one of the two prompt references, each
+    given as a value (null counts as absent, so the schema leaves it out)."""
     properties = schema["properties"]
-    properties["prompt_id"] = {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX}
-    properties["prompt_external_id"] = {"type": "string", "maxLength": NAME_MAX}
+    for name in ("prompt_id", "prompt_external_id"):
+        properties[name] = properties[name]["anyOf"][0]
     schema["oneOf"] = [{"required": ["prompt_id"]}, {"required": ["prompt_external_id"]}]
 
 
@@ -241,8 +242,8 @@ class CandidateRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_candidate_json_schema)
 
-    prompt_id: int | None = None
-    prompt_external_id: str | None = Field(default=None, max_length=NAME_MAX)
+    prompt_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX)  # a bigint key
+    prompt_external_id: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
     text: ResponseText
     model: str = Field(default="", max_length=NAME_MAX)
     generation_params: dict[str, Any] = Field(default_factory=dict)

@@ -4,6 +4,8 @@ parse their rows (feedback.schemas), so the schema and the validation cannot dri
 from typing import Any
 
 import drf_spectacular.openapi
+from django.db import models
+from django.db.models import Q
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from pydantic import BaseModel, Field
@@ -115,3 +117,42 @@ class AutoSchema(drf_spectacular.openapi.AutoSchema):
                 },
             )
         return responses
+
+
+def check_constraint_rules(model: type[models.Model]) -> tuple[list[dict], dict[str, int]]:
+    """A model's CheckConstraints as JSON Schema for a create body: each OR of `field=value`
+    as an anyOf (an absent field counts as its default), each `field__gte=n` as a minimum."""
+    rules: list[dict] = []
+    minimums: dict[str, int] = {}
+    for constraint in model._meta.constraints:
+        condition = getattr(constraint, "condition", None)
+        if not isinstance(condition, Q):
+            continue
+        lookups = [
+            child.children[0] if isinstance(child, Q) else child for child in condition.children
+        ]
+        if condition.connector == Q.OR and all("__" not in name for name, _ in lookups):
+            options = []
+            for name, value in lookups:
+                option: dict[str, Any] = {"properties": {name: {"enum": [value]}}}
+                if model._meta.get_field(name).default != value:
+                    option["required"] = [name]
+                options.append(option)
+            rules.append({"anyOf": options, "description": constraint.violation_error_message})
+        elif len(lookups) == 1 and lookups[0][0].endswith("__gte"):
+            minimums[lookups[0][0].removesuffix("__gte")] = lookups[0][1]
+    return rules, minimums
+
+
+def project_rules_hook(result, generator, request, public):
+    """drf-spectacular postprocessing: state Project's constraints on its create body, so
+    that a body valid by the schema is one the database accepts."""
+    from feedback.models import Project
+
+    body = result["components"]["schemas"].get("ProjectRequest")
+    if body is not None:
+        rules, minimums = check_constraint_rules(Project)
+        body["allOf"] = rules
+        for name, minimum in minimums.items():
+            body["properties"][name]["minimum"] = minimum
+    return result

@@ -199,7 +199,24 @@ class FeedbackSerializer(serializers.ModelSerializer):
 # --- Exports and agreement -------------------------------------------------------------
 
 
-class ExportParamsSerializer(serializers.Serializer):
+class QueryParamsSerializer(serializers.Serializer):
+    """Query parameters. DRF reads an empty value as an absent one (form semantics), so
+    `?sources=` would quietly mean the default; here it is refused like any bad value."""
+
+    def to_internal_value(self, data):
+        empty = [
+            name
+            for name, field in self.fields.items()
+            if data.get(name) == "" and not getattr(field, "allow_blank", False)
+        ]
+        if empty:
+            raise serializers.ValidationError(
+                {name: ["This field may not be empty."] for name in empty}
+            )
+        return super().to_internal_value(data)
+
+
+class ExportParamsSerializer(QueryParamsSerializer):
     shape = serializers.ChoiceField(choices=[s.value for s in Shape], default=Shape.PAIRS.value)
     format = serializers.ChoiceField(choices=["jsonl", "parquet"], default="jsonl")
     form = serializers.ChoiceField(choices=[f.value for f in Form], default=Form.AUTO.value)
@@ -231,7 +248,7 @@ class ExportParamsSerializer(serializers.Serializer):
     )
 
 
-class AgreementParamsSerializer(serializers.Serializer):
+class AgreementParamsSerializer(QueryParamsSerializer):
     sources = serializers.ChoiceField(
         choices=[s.value for s in Sources], default=Sources.ANNOTATORS.value
     )
