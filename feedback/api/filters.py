@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 
@@ -26,6 +27,23 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+class StrictFilterSet(django_filters.FilterSet):
+    """django-filter reads an empty value as no filter, so `?layout=` would quietly list
+    everything; an empty choice, id or moment is refused like any bad value. Empty text
+    (`?external_id=`) still means no filter."""
+
+    def get_form_class(self):
+        class Form(super().get_form_class()):
+            def clean(self):
+                cleaned = super().clean()
+                for name, field in self.fields.items():
+                    if self.data.get(name) == "" and not isinstance(field, forms.CharField):
+                        self.add_error(name, "This field may not be empty.")
+                return cleaned
+
+        return Form
+
+
 KIND_LOOKUPS = {
     FeedbackKind.PAIRWISE: {"pairwise__isnull": False},
     FeedbackKind.RATING: {"ratings__isnull": False},
@@ -35,7 +53,7 @@ KIND_LOOKUPS = {
 }
 
 
-class PromptFilter(django_filters.FilterSet):
+class PromptFilter(StrictFilterSet):
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -44,19 +62,19 @@ class PromptFilter(django_filters.FilterSet):
         fields = ["external_id"]
 
 
-class ResponseFilter(django_filters.FilterSet):
+class ResponseFilter(StrictFilterSet):
     class Meta:
         model = Response
         fields = ["prompt", "model_name"]
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(StrictFilterSet):
     class Meta:
         model = Task
         fields = ["prompt", "layout"]
 
 
-class FeedbackFilter(django_filters.FilterSet):
+class FeedbackFilter(StrictFilterSet):
     kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices, method="filter_kind")
     annotator = django_filters.CharFilter(field_name="annotator__username")
     judge = django_filters.CharFilter(field_name="judge__name")

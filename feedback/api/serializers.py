@@ -1,5 +1,6 @@
 """Serializers translate: requests in, checked types out; models in, JSON out."""
 
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,6 +14,28 @@ from feedback.models import (
     Submission,
     Task,
 )
+
+
+class JsonTypes:
+    """In a JSON body a boolean or a number is one, as the schema says: DRF would also take
+    "true", "yes" or "5" there (it reads forms the same way), hiding a client's bug."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, QueryDict):  # form bodies carry text, and stay as they were
+            typed = {
+                serializers.BooleanField: (bool, "Must be JSON true or false."),
+                serializers.IntegerField: (int, "Must be a JSON integer."),
+            }
+            wrong = {
+                name: [message]
+                for name, field in self.fields.items()
+                for kind, (python, message) in typed.items()
+                if isinstance(field, kind) and name in data and type(data[name]) is not python
+            }
+            if wrong:
+                raise serializers.ValidationError(wrong)
+        return super().to_internal_value(data)
+
 
 # --- Projects --------------------------------------------------------------------------
 
@@ -47,7 +70,7 @@ PROJECT_CONFIG = [
 ]
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(JsonTypes, serializers.ModelSerializer):
     """A project with its feedback configuration; aspects and labels are read-only here."""
 
     feedback_kinds = serializers.ListField(child=serializers.CharField(), read_only=True)
@@ -101,7 +124,7 @@ class ResponseSerializer(serializers.ModelSerializer):
         ]
 
 
-class ResponsesCreateSerializer(serializers.Serializer):
+class ResponsesCreateSerializer(JsonTypes, serializers.Serializer):
     responses = serializers.ListField(child=serializers.DictField(), allow_empty=False)
     create_tasks = serializers.BooleanField(default=True)
 

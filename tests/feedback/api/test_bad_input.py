@@ -7,7 +7,8 @@ import pytest
 from django.urls import reverse
 
 from feedback.models import Prompt, Response
-from tests.factories import PromptFactory
+from tests.factories import PromptFactory, UserFactory
+from tests.feedback.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +173,46 @@ def test_a_prompt_id_outside_the_id_range_is_a_field_error(admin_client, project
     assert response.status_code == 400
     (message,) = response.json()["errors"]["row 1.prompt_id"]
     assert message.startswith("Input should be")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("task-list", {"layout": ""}),
+        ("prompt-list", {"created_after": ""}),
+        ("feedback-list", {"kind": ""}),
+        ("response-list", {"prompt": ""}),
+    ],
+)
+def test_an_empty_filter_value_is_refused_not_read_as_no_filter(
+    admin_client, project, name, params
+):
+    response = admin_client.get(reverse(f"api:{name}", args=[project.pk]), params)
+    assert response.status_code == 400
+    assert list(response.json()) == list(params)
+
+
+def test_an_empty_text_filter_still_means_no_filter(admin_client, project):
+    PromptFactory(project=project, external_id="q-İstanbul")
+    response = admin_client.get(reverse("api:prompt-list", args=[project.pk]), {"external_id": ""})
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("project-list", {"name": "İstanbul 🎉", "collects_rating": "true"}),
+        ("project-list", {"name": "<script>alert(1)</script>", "ranking_size": "5"}),
+        ("response-list", {"responses": [{"text": "x"}], "create_tasks": "1"}),
+    ],
+)
+def test_a_json_body_with_a_string_for_a_boolean_or_number_is_refused(
+    admin_client, project, name, body
+):
+    staff = client_for(UserFactory(username="staff", is_staff=True, is_superuser=True))
+    args = [] if name == "project-list" else [project.pk]
+    for row in body.get("responses", []):
+        row["prompt_id"] = PromptFactory(project=project).pk
+    response = staff.post(reverse(f"api:{name}", args=args), body, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == set(body) - {"name", "responses"}

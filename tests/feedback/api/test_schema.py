@@ -144,7 +144,7 @@ def aim_at(case, project) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db
 @fuzzed.parametrize()
-@settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_pass_every_check(case, project, superuser_token):
     aim_at(case, project)
     valid = case.meta is None or not any(c.mode.is_negative for c in case.meta.components.values())
