@@ -216,3 +216,11 @@ def test_a_json_body_with_a_string_for_a_boolean_or_number_is_refused(
     response = staff.post(reverse(f"api:{name}", args=args), body, format="json")
     assert response.status_code == 400
     assert set(response.json()) == set(body) - {"name", "responses"}
+
+
+def test_an_unknown_path_under_the_api_is_a_json_404_and_a_page_404_stays_html(admin_client):
+    response = admin_client.get("/api/projects/İstanbul/prompts/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    page = admin_client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
