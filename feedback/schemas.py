@@ -178,7 +178,9 @@ class ImportedRow(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def id_as_text(cls, value: Any) -> Any:
-        return "" if value is None else str(value) if isinstance(value, int) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return "" if value is None else value
 
     @model_validator(mode="after")
     def one_prompt_form(self) -> ImportedRow:
@@ -242,7 +244,8 @@ class CandidateRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_candidate_json_schema)
 
-    prompt_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX)  # a bigint key
+    # a bigint key, as a JSON integer (not "5", 5.0 or true)
+    prompt_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX, strict=True)
     prompt_external_id: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
     text: ResponseText
     model: str = Field(default="", max_length=NAME_MAX)
