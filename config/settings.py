@@ -224,7 +224,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "feedback.api.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "feedback.api.pagination.IdCursorPagination",
     "DEFAULT_PARSER_CLASSES": [
         "feedback.api.parsers.JSONWithoutNulParser",
@@ -255,6 +255,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The schema maps every endpoint and filter: for signed-in users, as the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Request bodies get components of their own: required text is non-blank (minLength),
+    # read-only fields are left out, and create bodies carry the model's constraints.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "feedback.api.openapi.project_rules_hook",
+    ],
 }
 
 # Celery: without a broker URL the tasks run in-process (the demo); production sets Redis.

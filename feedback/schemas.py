@@ -97,8 +97,16 @@ def _not_blank(value: str) -> str:
     return value
 
 
+# JSON Schema for text that is not blank: what `_not_blank` checks, for the OpenAPI schema.
+NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
+# External ids and model names are varchar(200) columns.
+NAME_MAX = 200
+BIGINT_MAX = 2**63 - 1
+
 # A candidate's text: at least one character that is not whitespace.
-ResponseText = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+ResponseText = Annotated[
+    str, Field(min_length=1, json_schema_extra=NOT_BLANK), AfterValidator(_not_blank)
+]
 
 
 class Message(BaseModel):
@@ -108,11 +116,39 @@ class Message(BaseModel):
     content: str = Field(min_length=1)
 
 
+def _chat_schema(message_ref: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"type": "array", "items": message_ref, "minItems": 1, "description": description}
+
+
+CHAT_RULE = "Chat turns, ending with a user turn."
+
+
+def _row_json_schema(schema: dict[str, Any]) -> None:
+    """What `one_prompt_form` and the before-validators accept, in JSON Schema: the prompt
+    is non-blank text or a chat, given as `prompt` or as `messages`, never both."""
+    properties = schema["properties"]
+    # pydantic's own reference to Message (it rewrites references it made, not ours)
+    message = properties["messages"]["anyOf"][0]["items"]
+    properties["id"] = {
+        "oneOf": [{"type": "string", "maxLength": NAME_MAX}, {"type": "integer"}],
+        "description": "External id, unique in the project; an integer is read as text.",
+    }
+    properties["prompt"] = {
+        "oneOf": [{"type": "string", **NOT_BLANK}, _chat_schema(message, CHAT_RULE)],
+        "description": "The prompt: text, or chat turns (TRL's conversational form).",
+    }
+    properties["messages"] = _chat_schema(message, f"{CHAT_RULE} Another name for a chat `prompt`.")
+    properties["responses"]["items"] = {
+        "oneOf": [{"type": "string", **NOT_BLANK}, properties["responses"]["items"]],
+    }
+    schema["oneOf"] = [{"required": ["prompt"]}, {"required": ["messages"]}]
+
+
 class ImportedResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: ResponseText
-    model: str = Field(default="", max_length=200)
+    model: str = Field(default="", max_length=NAME_MAX)
     generation_params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -124,9 +160,9 @@ class ImportedRow(BaseModel):
     `text` and `model`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_row_json_schema)
 
-    id: str = Field(default="", max_length=200)
+    id: str = Field(default="", max_length=NAME_MAX)
     prompt: str | list[Message] | None = None
     messages: list[Message] | None = None
     responses: list[ImportedResponse] = Field(default_factory=list)
@@ -142,7 +178,9 @@ class ImportedRow(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def id_as_text(cls, value: Any) -> Any:
-        return "" if value is None else str(value) if isinstance(value, int) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return "" if value is None else value
 
     @model_validator(mode="after")
     def one_prompt_form(self) -> ImportedRow:
@@ -192,15 +230,25 @@ def first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
+def _candidate_json_schema(schema: dict[str, Any]) -> None:
+    """`names_one_prompt` in JSON Schema: exactly one of the two prompt references, each
+    given as a value (null counts as absent, so the schema leaves it out)."""
+    properties = schema["properties"]
+    for name in ("prompt_id", "prompt_external_id"):
+        properties[name] = properties[name]["anyOf"][0]
+    schema["oneOf"] = [{"required": ["prompt_id"]}, {"required": ["prompt_external_id"]}]
+
+
 class CandidateRow(BaseModel):
     """One response to add to a prompt already in the project, named by id or external id."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_candidate_json_schema)
 
-    prompt_id: int | None = None
-    prompt_external_id: str | None = Field(default=None, max_length=200)
+    # a bigint key, as a JSON integer (not "5", 5.0 or true)
+    prompt_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX, strict=True)
+    prompt_external_id: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
     text: ResponseText
-    model: str = Field(default="", max_length=200)
+    model: str = Field(default="", max_length=NAME_MAX)
     generation_params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

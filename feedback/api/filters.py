@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 
@@ -38,6 +39,23 @@ def _in_project(model):
     return queryset
 
 
+class StrictFilterSet(django_filters.FilterSet):
+    """django-filter reads an empty value as no filter, so `?layout=` would quietly list
+    everything; an empty choice, id or moment is refused like any bad value. Empty text
+    (`?external_id=`) still means no filter."""
+
+    def get_form_class(self):
+        class Form(super().get_form_class()):
+            def clean(self):
+                cleaned = super().clean()
+                for name, field in self.fields.items():
+                    if self.data.get(name) == "" and not isinstance(field, forms.CharField):
+                        self.add_error(name, "This field may not be empty.")
+                return cleaned
+
+        return Form
+
+
 KIND_LOOKUPS = {
     FeedbackKind.PAIRWISE: {"pairwise__isnull": False},
     FeedbackKind.RATING: {"ratings__isnull": False},
@@ -47,7 +65,7 @@ KIND_LOOKUPS = {
 }
 
 
-class PromptFilter(django_filters.FilterSet):
+class PromptFilter(StrictFilterSet):
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -56,7 +74,7 @@ class PromptFilter(django_filters.FilterSet):
         fields = ["external_id"]
 
 
-class ResponseFilter(django_filters.FilterSet):
+class ResponseFilter(StrictFilterSet):
     prompt = django_filters.ModelChoiceFilter(queryset=_in_project(Prompt))
 
     class Meta:
@@ -64,7 +82,7 @@ class ResponseFilter(django_filters.FilterSet):
         fields = ["prompt", "model_name"]
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(StrictFilterSet):
     prompt = django_filters.ModelChoiceFilter(queryset=_in_project(Prompt))
 
     class Meta:
@@ -72,7 +90,7 @@ class TaskFilter(django_filters.FilterSet):
         fields = ["prompt", "layout"]
 
 
-class FeedbackFilter(django_filters.FilterSet):
+class FeedbackFilter(StrictFilterSet):
     kind = django_filters.ChoiceFilter(choices=FeedbackKind.choices, method="filter_kind")
     task = django_filters.ModelChoiceFilter(queryset=_in_project(Task))
     annotator = django_filters.CharFilter(field_name="annotator__username")

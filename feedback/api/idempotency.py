@@ -35,7 +35,8 @@ def request_fingerprint(data: Any) -> str:
 # For the schema: every endpoint that takes the header says so.
 KEY_PARAMETER = OpenApiParameter(
     HEADER,
-    str,
+    # As the header is checked: some visible character, at most MAX_KEY_LENGTH in all.
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"\S"},
     location=OpenApiParameter.HEADER,
     required=False,
     description="A unique key per write (a UUID); a retry with it replays the first answer.",

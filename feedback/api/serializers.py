@@ -1,5 +1,6 @@
 """Serializers translate: requests in, checked types out; models in, JSON out."""
 
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,6 +14,28 @@ from feedback.models import (
     Submission,
     Task,
 )
+
+
+class JsonTypes:
+    """In a JSON body a boolean or a number is one, as the schema says: DRF would also take
+    "true", "yes" or "5" there (it reads forms the same way), hiding a client's bug."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, QueryDict):  # form bodies carry text, and stay as they were
+            typed = {
+                serializers.BooleanField: (bool, "Must be JSON true or false."),
+                serializers.IntegerField: (int, "Must be a JSON integer."),
+            }
+            wrong = {
+                name: [message]
+                for name, field in self.fields.items()
+                for kind, (python, message) in typed.items()
+                if isinstance(field, kind) and name in data and type(data[name]) is not python
+            }
+            if wrong:
+                raise serializers.ValidationError(wrong)
+        return super().to_internal_value(data)
+
 
 # --- Projects --------------------------------------------------------------------------
 
@@ -47,7 +70,7 @@ PROJECT_CONFIG = [
 ]
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(JsonTypes, serializers.ModelSerializer):
     """A project with its feedback configuration; aspects and labels are read-only here."""
 
     feedback_kinds = serializers.ListField(child=serializers.CharField(), read_only=True)
@@ -58,6 +81,15 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["id", *PROJECT_CONFIG, "feedback_kinds", "aspects", "span_labels", "created_at"]
         read_only_fields = ["id", "created_at"]
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            if isinstance(field, serializers.BooleanField):
+                # DRF reads a boolean missing from a form body as false (an unticked box);
+                # the API means what JSON means: not given, so the model's default.
+                field.default_empty_html = serializers.empty
+        return fields
 
 
 # --- Prompts, responses, tasks ---------------------------------------------------------
@@ -101,23 +133,8 @@ class ResponseSerializer(serializers.ModelSerializer):
         ]
 
 
-class ResponseRowSerializer(serializers.Serializer):
-    """One row of a bulk create (documents the shape; rows are checked by the service)."""
-
-    prompt_id = serializers.IntegerField(required=False)
-    prompt_external_id = serializers.CharField(required=False)
-    text = serializers.CharField()
-    model = serializers.CharField(required=False)
-    generation_params = serializers.DictField(required=False)
-
-
-class ResponsesCreateSerializer(serializers.Serializer):
+class ResponsesCreateSerializer(JsonTypes, serializers.Serializer):
     responses = serializers.ListField(child=serializers.DictField(), allow_empty=False)
-    create_tasks = serializers.BooleanField(default=True)
-
-
-class ResponsesCreateDocSerializer(serializers.Serializer):
-    responses = ResponseRowSerializer(many=True)
     create_tasks = serializers.BooleanField(default=True)
 
 
@@ -175,8 +192,8 @@ class TextOutSerializer(serializers.Serializer):
 class FeedbackSerializer(serializers.ModelSerializer):
     """A submission: one annotator's or judge's answer to a task, with every record in it."""
 
-    annotator = serializers.CharField(source="annotator.username", default=None)
-    judge = serializers.CharField(source="judge.name", default=None)
+    annotator = serializers.CharField(source="annotator.username", default=None, allow_null=True)
+    judge = serializers.CharField(source="judge.name", default=None, allow_null=True)
     pairwise = serializers.SerializerMethodField()
     ratings = RatingOutSerializer(many=True, read_only=True)
     ranking = serializers.SerializerMethodField(help_text="Response ids, best first.")
@@ -214,7 +231,24 @@ class FeedbackSerializer(serializers.ModelSerializer):
 # --- Exports and agreement -------------------------------------------------------------
 
 
-class ExportParamsSerializer(serializers.Serializer):
+class QueryParamsSerializer(serializers.Serializer):
+    """Query parameters. DRF reads an empty value as an absent one (form semantics), so
+    `?sources=` would quietly mean the default; here it is refused like any bad value."""
+
+    def to_internal_value(self, data):
+        empty = [
+            name
+            for name, field in self.fields.items()
+            if data.get(name) == "" and not getattr(field, "allow_blank", False)
+        ]
+        if empty:
+            raise serializers.ValidationError(
+                {name: ["This field may not be empty."] for name in empty}
+            )
+        return super().to_internal_value(data)
+
+
+class ExportParamsSerializer(QueryParamsSerializer):
     shape = serializers.ChoiceField(choices=[s.value for s in Shape], default=Shape.PAIRS.value)
     format = serializers.ChoiceField(choices=["jsonl", "parquet"], default="jsonl")
     form = serializers.ChoiceField(choices=[f.value for f in Form], default=Form.AUTO.value)
@@ -246,7 +280,7 @@ class ExportParamsSerializer(serializers.Serializer):
     )
 
 
-class AgreementParamsSerializer(serializers.Serializer):
+class AgreementParamsSerializer(QueryParamsSerializer):
     sources = serializers.ChoiceField(
         choices=[s.value for s in Sources], default=Sources.ANNOTATORS.value
     )

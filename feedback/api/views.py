@@ -19,6 +19,7 @@ from feedback import selectors, services
 from feedback.api import serializers as s
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
 from feedback.api.idempotency import KEY_PARAMETER, idempotent
+from feedback.api.openapi import PromptImportBody, ResponsesCreateBody
 from feedback.api.parsers import BulkJSONParser
 from feedback.api.permissions import (
     IsProjectMember,
@@ -83,7 +84,11 @@ class ProjectListApi(generics.ListAPIView):
             "aspects", "span_labels"
         )
 
-    @extend_schema(parameters=[KEY_PARAMETER])
+    @extend_schema(
+        request=s.ProjectSerializer,
+        responses={201: s.ProjectSerializer},
+        parameters=[KEY_PARAMETER],
+    )
     @idempotent
     def post(self, request: Request) -> Response:
         serializer = s.ProjectSerializer(data=request.data)
@@ -122,7 +127,7 @@ class PromptListApi(ProjectScoped, generics.ListAPIView):
         return selectors.project_prompts(self.project)
 
     @extend_schema(
-        request=s.PromptImportSerializer,
+        request=PromptImportBody,
         responses={201: s.ImportResultSerializer},
         parameters=[KEY_PARAMETER],
     )
@@ -158,7 +163,7 @@ class ResponseListApi(ProjectScoped, generics.ListAPIView):
         return selectors.project_responses(self.project)
 
     @extend_schema(
-        request=s.ResponsesCreateDocSerializer,
+        request=ResponsesCreateBody,
         responses={201: s.ResponsesResultSerializer},
         parameters=[KEY_PARAMETER],
     )

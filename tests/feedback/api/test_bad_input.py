@@ -7,7 +7,8 @@ import pytest
 from django.urls import reverse
 
 from feedback.models import Prompt, Response
-from tests.factories import PromptFactory
+from tests.factories import PromptFactory, UserFactory
+from tests.feedback.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -118,3 +119,108 @@ def test_another_api_request_over_the_form_limit_gets_a_json_413(admin_client, p
     )
     assert response.status_code == 413
     assert response.json()["limit_bytes"] == 1000
+
+
+@pytest.mark.parametrize("page_size", ["abc", "0", "-3", ["5", "7"]])
+def test_a_bad_page_size_is_a_field_error_not_ignored(admin_client, project, page_size):
+    response = admin_client.get(
+        reverse("api:prompt-list", args=[project.pk]), {"page_size": page_size}
+    )
+    assert response.status_code == 400
+    assert "page_size" in response.json()
+
+
+def test_a_page_size_over_the_most_gets_the_most(admin_client, project):
+    response = admin_client.get(reverse("api:prompt-list", args=[project.pk]), {"page_size": 5000})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("project-export", {"shape": ""}), ("project-agreement", {"sources": ""})],
+)
+def test_an_empty_choice_in_the_query_is_refused_not_read_as_the_default(
+    admin_client, project, name, params
+):
+    response = admin_client.get(reverse(f"api:{name}", args=[project.pk]), params)
+    assert response.status_code == 400
+    assert list(response.json()) == list(params)
+
+
+def test_an_empty_prompt_external_id_is_a_field_error(admin_client, project):
+    PromptFactory(project=project, external_id="")
+    body = {"responses": [{"prompt_external_id": "", "text": "İstanbul 🎉"}]}
+    response = admin_client.post(
+        reverse("api:response-list", args=[project.pk]), body, format="json"
+    )
+    assert response.status_code == 400
+    assert "at least 1 character" in response.json()["errors"]["row 1.prompt_external_id"][0]
+
+
+def test_a_feedback_list_says_null_for_a_judges_annotator(admin_client, project, filled):
+    from tests.feedback.api.test_schema import SCHEMA
+
+    feedback = SCHEMA["components"]["schemas"]["Feedback"]["properties"]
+    assert feedback["annotator"]["nullable"] and feedback["judge"]["nullable"]
+
+
+@pytest.mark.parametrize("prompt_id", [0, -1, 2**63, 10**30])
+def test_a_prompt_id_outside_the_id_range_is_a_field_error(admin_client, project, prompt_id):
+    body = {"responses": [{"prompt_id": prompt_id, "text": "<script>alert(1)</script>"}]}
+    response = admin_client.post(
+        reverse("api:response-list", args=[project.pk]), body, format="json"
+    )
+    assert response.status_code == 400
+    (message,) = response.json()["errors"]["row 1.prompt_id"]
+    assert message.startswith("Input should be")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("task-list", {"layout": ""}),
+        ("prompt-list", {"created_after": ""}),
+        ("feedback-list", {"kind": ""}),
+        ("response-list", {"prompt": ""}),
+    ],
+)
+def test_an_empty_filter_value_is_refused_not_read_as_no_filter(
+    admin_client, project, name, params
+):
+    response = admin_client.get(reverse(f"api:{name}", args=[project.pk]), params)
+    assert response.status_code == 400
+    assert list(response.json()) == list(params)
+
+
+def test_an_empty_text_filter_still_means_no_filter(admin_client, project):
+    PromptFactory(project=project, external_id="q-İstanbul")
+    response = admin_client.get(reverse("api:prompt-list", args=[project.pk]), {"external_id": ""})
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("project-list", {"name": "İstanbul 🎉", "collects_rating": "true"}),
+        ("project-list", {"name": "<script>alert(1)</script>", "ranking_size": "5"}),
+        ("response-list", {"responses": [{"text": "x"}], "create_tasks": "1"}),
+    ],
+)
+def test_a_json_body_with_a_string_for_a_boolean_or_number_is_refused(
+    admin_client, project, name, body
+):
+    staff = client_for(UserFactory(username="staff", is_staff=True, is_superuser=True))
+    args = [] if name == "project-list" else [project.pk]
+    for row in body.get("responses", []):
+        row["prompt_id"] = PromptFactory(project=project).pk
+    response = staff.post(reverse(f"api:{name}", args=args), body, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == set(body) - {"name", "responses"}
+
+
+def test_an_unknown_path_under_the_api_is_a_json_404_and_a_page_404_stays_html(admin_client):
+    response = admin_client.get("/api/projects/İstanbul/prompts/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    page = admin_client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
