@@ -360,6 +360,7 @@ def start_gunicorn(
 TASK_ID = re.compile(r'data-task-id="(\d+)"')
 LAYOUT = re.compile(r'data-layout="(\w+)"')
 RATING = re.compile(r'name="(rating-\d+-\d+)"')
+SUBMIT_KEY = re.compile(r'name="submit_key" value="([0-9a-f-]+)"')
 HTMX = {"HX-Request": "true"}
 
 
@@ -388,4 +389,6 @@ def answer_for(card: str, rng: random.Random) -> tuple[int, dict[str, str]] | No
     else:
         data = {name: str(rng.randint(1, 5)) for name in RATING.findall(card)}
     data["duration_ms"] = str(rng.randint(2000, 30000))
+    # The card's key: a re-sent answer (after an error) is then stored once, not twice.
+    data["submit_key"] = SUBMIT_KEY.search(card).group(1)
     return int(found.group(1)), data

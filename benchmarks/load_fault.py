@@ -14,10 +14,10 @@ What happens, over --duration seconds of traffic:
 1. A project of 1,500 open tasks (3 annotators each) is seeded, and a judge job (a tiny
    local model) over 40 pair tasks is started.
 2. 50 simulated annotators log in and repeat: ask for the next task, submit an answer.
-   A request that fails (connection error or 5xx) is sent again, the same answer to the
-   same task, up to --retries times with backoff: the service stores a resubmission as
-   a superseding copy, so the current answer per (task, annotator) is the exactly-once
-   measure.
+   A request that fails (connection error or 5xx) is sent again, the same answer with the
+   card's submit key, up to --retries times with backoff: a re-sent answer that had been
+   stored is answered as the first was, not stored again. Stored answers are counted per
+   (task, annotator), superseded copies included, so a doubled answer would show.
 3. Once the job has progress, the worker running it is SIGKILLed; at 45% of the time
    PostgreSQL is restarted (fast shutdown: every session is cut), at 70% Redis.
 4. Afterwards it waits (at most --job-timeout s) for the job, then counts and prints
@@ -321,7 +321,8 @@ def count(db_url: str, clients: list[Client], job_id: int) -> dict[str, int]:
         "submitted": sum(c.submitted for c in clients),
         "acknowledged": len(acked),
         "stored": sum(1 for n in current.values() if n == 1),
-        "duplicated": sum(1 for n in current.values() if n > 1),
+        # Stored more than once, a superseded copy included: a re-sent answer stored again.
+        "duplicated": sum(1 for *_, total in rows if total > 1),
         "lost": sum(1 for key in acked if current.get(key, 0) == 0),
         "stored without an acknowledgement": sum(
             1 for k, n in current.items() if n and k not in acked
