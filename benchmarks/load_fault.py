@@ -454,7 +454,8 @@ def main() -> None:
         + figures["job outputs doubled"]
         + figures["job answers doubled"]
     )
-    job_ok = any(k.startswith("job succeeded") for k in figures)
+    # Succeeded, and redone by another worker after the SIGKILL: a second attempt.
+    job_ok = figures.get("job succeeded: attempts", 0) >= 2
     log("OK" if not bad and job_ok else "FAILED")
     sys.exit(0 if not bad and job_ok else 1)
 
@@ -516,7 +517,8 @@ def faults(
         duration,
         "the judge job",
     )
-    running = [w for w in workers if "run_judge" in w.output()]
+    # "run_judge[<id>] received": the banner of every worker names the task too.
+    running = [w for w in workers if "run_judge[" in w.output()]
     victim = running[0] if running else workers[0]
     status, done = job_row(db_url, job_id)
     victim.kill()
