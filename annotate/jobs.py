@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
@@ -195,22 +196,21 @@ def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 @_login_required_htmx
 @require_POST
 def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
-    job = get_object_or_404(Job, pk=job_id)
-    _admin_project(request, job.project_id)
-    job_cancel(job=job)
-    job.refresh_from_db()
-    if request.htmx:
-        return render(request, "annotate/jobs.html#job-progress", _job_context(job))
-    return redirect("annotate:project-jobs", project_id=job.project_id)
+    return _job_change(request, job_id, job_cancel)
 
 
 @_login_required_htmx
 @require_POST
 def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """Retry a failed or stalled job in place; it resumes where the last attempt stopped."""
+    return _job_change(request, job_id, job_retry)
+
+
+def _job_change(request: HtmxHttpRequest, job_id: int, change: Callable[..., bool]) -> HttpResponse:
+    """Apply a project admin's `change` to the job; show its row again (htmx) or the page."""
     job = get_object_or_404(Job, pk=job_id)
     _admin_project(request, job.project_id)
-    job_retry(job=job)
+    change(job=job)
     job.refresh_from_db()
     if request.htmx:
         return render(request, "annotate/jobs.html#job-progress", _job_context(job))

@@ -16,8 +16,6 @@ from typing import Any
 
 import krippendorff
 import numpy as np
-from scipy.stats import kendalltau
-from sklearn.metrics import cohen_kappa_score
 
 Ratings = Mapping[Hashable, Mapping[Hashable, Any]]  # item -> rater -> label
 Span = tuple[int, int, str]  # start, end (exclusive), label
@@ -30,6 +28,10 @@ def _defined(value: float) -> float | None:
 def cohen_kappa_table(table: Mapping[tuple[Hashable, Hashable], int]) -> float | None:
     """Cohen's kappa from counts of (label of rater a, label of rater b) (sklearn, weighted),
     so that a database can count the pairs instead of shipping every label."""
+    # Imported here: scikit-learn and scipy.stats add 120 MB to every web and worker
+    # process that loads the selectors, most of which never compute agreement.
+    from sklearn.metrics import cohen_kappa_score
+
     cells = [(x, y, n) for (x, y), n in table.items() if n]
     if sum(n for _, _, n in cells) < 2:
         return None
@@ -91,6 +93,8 @@ def krippendorff_alpha(ratings: Ratings, level: str = "interval") -> float | Non
 
 def kendall_tau(order_a: Sequence[Hashable], order_b: Sequence[Hashable]) -> float | None:
     """Kendall's tau-b between two orders (best first) of the same items (scipy)."""
+    from scipy.stats import kendalltau  # see cohen_kappa_table
+
     shared = [item for item in order_a if item in set(order_b)]
     if len(shared) < 2:
         return None

@@ -208,19 +208,7 @@ def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
     redelivery = {"CELERY_VISIBILITY_TIMEOUT": "5"}
     first = start_worker(**redelivery)
     project = ProjectFactory()
-    for _ in range(12):
-        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
-    job = job_start(
-        project=project,
-        kind=Job.Kind.GENERATE,
-        params={
-            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
-            "n": 2,
-            "temperature": 1.0,
-            "max_new_tokens": 64,
-            "batch_size": 1,
-        },
-    )
+    job = poem_job(project, 12, tiny_model_dir)
 
     def some_saved() -> bool:
         return Response.objects.filter(job=job).exists()
@@ -242,6 +230,23 @@ def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
     assert saved_before <= set(responses.values_list("pk", flat=True))
 
 
+def poem_job(project, prompts: int, model_dir) -> Job:
+    """A sampling job over `prompts` copies of one prompt, generated one prompt at a time."""
+    for _ in range(prompts):
+        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
+    return job_start(
+        project=project,
+        kind=Job.Kind.GENERATE,
+        params={
+            "models": [{"name": "tiny", "path": str(model_dir)}],
+            "n": 2,
+            "temperature": 1.0,
+            "max_new_tokens": 64,
+            "batch_size": 1,
+        },
+    )
+
+
 def test_a_redelivery_that_finds_the_dead_childs_lock_still_held_waits_and_runs_the_job(
     start_worker, tiny_model_dir
 ):
@@ -252,19 +257,7 @@ def test_a_redelivery_that_finds_the_dead_childs_lock_still_held_waits_and_runs_
     worker = start_worker(pool="prefork")
     project = ProjectFactory()
     prompts = 48  # enough that the job is still running when the child is killed
-    for _ in range(prompts):
-        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
-    job = job_start(
-        project=project,
-        kind=Job.Kind.GENERATE,
-        params={
-            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
-            "n": 2,
-            "temperature": 1.0,
-            "max_new_tokens": 64,
-            "batch_size": 1,
-        },
-    )
+    job = poem_job(project, prompts, tiny_model_dir)
     wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
     db = connection.settings_dict
     with psycopg.connect(
@@ -307,19 +300,7 @@ def test_a_job_whose_database_session_is_cut_mid_run_is_retried_and_resumed(
     cannot even write the error then; it must come back and finish the job."""
     worker = start_worker()
     project = ProjectFactory()
-    for _ in range(12):
-        PromptFactory(project=project, text="write a short poem about the sea and the moon !")
-    job = job_start(
-        project=project,
-        kind=Job.Kind.GENERATE,
-        params={
-            "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
-            "n": 2,
-            "temperature": 1.0,
-            "max_new_tokens": 64,
-            "batch_size": 1,
-        },
-    )
+    job = poem_job(project, 12, tiny_model_dir)
     wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
     with connection.cursor() as cursor:
         cursor.execute(
