@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from feedback.jobs import ModelSpec
+from tests.worker.ml.test_openai_backend import FakeVLLM, QuietServer
 from worker.ml.generation import Chat, Completion, GenerationParams, ProgressCallback
 from worker.ml.tiny import build_tiny_causal_lm
 
@@ -79,3 +81,13 @@ def claimed_job(project, kind: str, params: dict, user=None):
 
     job = job_start(project=project, kind=kind, params=params, created_by=user)
     return job_claim(job_id=job.pk)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """A fake vLLM server on a free loopback port, one per test module."""
+    server = QuietServer(("127.0.0.1", 0), FakeVLLM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

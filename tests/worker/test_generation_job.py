@@ -1,8 +1,5 @@
 """Generation jobs with a tiny local model: responses, their provenance, tasks, resuming."""
 
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from feedback.jobs import (
@@ -17,7 +14,6 @@ from feedback.models import Job, Response, Task
 from feedback.services import FeedbackError, tasks_extend
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker.conftest import claimed_job
-from tests.worker.ml.test_openai_backend import FakeVLLM, QuietServer
 from worker.backends import generator_load
 from worker.ml.generation import Completion
 from worker.ml.openai_backend import PermanentBackendError
@@ -312,15 +308,10 @@ def test_a_job_whose_every_prompt_is_too_long_fails_with_the_reason(
 
 
 @pytest.fixture
-def vllm_url(settings) -> Iterator[str]:
-    """A fake vLLM server, registered by the operator as the endpoint "fake-vllm"."""
-    server = QuietServer(("127.0.0.1", 0), FakeVLLM)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    settings.INFERENCE_ENDPOINTS = {"fake-vllm": {"base_url": url}}
-    yield url
-    server.shutdown()
-    server.server_close()
+def vllm_url(settings, server_url) -> str:
+    """The fake vLLM server, registered by the operator as the endpoint "fake-vllm"."""
+    settings.INFERENCE_ENDPOINTS = {"fake-vllm": {"base_url": server_url}}
+    return server_url
 
 
 def served(url, model="smollm2", **overrides):

@@ -4,9 +4,6 @@ directories. A project admin or a judge row can name an endpoint, never a URL or
 The server is the fake vLLM of tests/worker/ml/test_openai_backend.py, on 127.0.0.1.
 """
 
-import threading
-from collections.abc import Iterator
-
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -15,23 +12,13 @@ from feedback.jobs import ModelSpec, job_claim, job_params, job_start
 from feedback.models import Job, Judge, ProjectMember, Response
 from feedback.services import FeedbackError
 from tests.factories import MemberFactory, PromptFactory, UserFactory
-from tests.worker.ml.test_openai_backend import FakeVLLM, QuietServer
+from tests.worker.ml.test_openai_backend import FakeVLLM
 from tests.worker.test_judge_job import task_of
 from worker.backends import generator_load
 from worker.ml.openai_backend import PermanentBackendError
 from worker.runs import generation_run, judging_run
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    server = QuietServer(("127.0.0.1", 0), FakeVLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

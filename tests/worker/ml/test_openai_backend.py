@@ -8,9 +8,7 @@ vLLM's 400 for a prompt over the model's context.
 
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -89,16 +87,6 @@ class FakeVLLM(BaseHTTPRequestHandler):
 class QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the timeout test hangs up before the slow answer is written
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    server = QuietServer(("127.0.0.1", 0), FakeVLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(autouse=True)
