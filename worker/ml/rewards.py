@@ -919,7 +919,7 @@ class Embedder:
         with _autocast(self.device, self.precision):
             for begin in range(0, len(order), batch_size):
                 chunk = order[begin : begin + batch_size]
-                features, _, _ = self.net.embed([rows[i] for i in chunk])
+                features, _ = self.net.embed([rows[i] for i in chunk])
                 out[chunk] = features.float().cpu().numpy()
         return out
 
