@@ -1,0 +1,306 @@
+"""Admin pages for reward models: train, activate, score, evaluate, and best-of-N."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotate.jobs import StartKeyField, admin_project, start_from_form
+from feedback import plots
+from feedback.jobs import RewardData, RewardTraining
+from feedback.models import Job, Project, RewardModel
+from feedback.rewards import (
+    LENGTH_POINTS,
+    prompt_candidates_ranked,
+    reward_length_bins,
+    reward_length_points,
+    reward_model_activate,
+    reward_model_delete,
+)
+from feedback.selectors import projects_administered
+
+REWARD_JOB_KINDS = [Job.Kind.TRAIN_REWARD, Job.Kind.SCORE, Job.Kind.EVALUATE_REWARD]
+SOURCES = [("all", "People and judges"), ("annotators", "People"), ("judges", "LLM judges")]
+
+
+def _bool(**kwargs: Any) -> forms.BooleanField:
+    return forms.BooleanField(required=False, **kwargs)
+
+
+class RewardTrainForm(forms.Form):
+    """A training job's parameters; defaults are `RewardData`'s and `RewardTraining`'s."""
+
+    DATA = list(RewardData.model_fields)
+    TRAINING = list(RewardTraining.model_fields)
+
+    start_key = StartKeyField()
+    name = forms.CharField(max_length=200)
+    backbone = forms.CharField(
+        max_length=500,
+        help_text="A hub name, or a directory under an allowed model directory.",
+    )
+    backbone_kind = forms.ChoiceField(choices=RewardModel.BackboneKind.choices)
+    # Data: the export's options.
+    pairs = _bool(label="Pairwise choices", help_text="Their strength is the margin.")
+    rankings = _bool(label="Rankings", help_text="Listwise (Plackett-Luce).")
+    ratings = _bool(label="Pairs from ratings")
+    aspect = forms.ChoiceField(required=False, help_text="Pairs from ratings of this aspect only.")
+    spans = _bool(label="Span feedback", help_text="Marked spans as token-level penalties.")
+    margin = _bool(label="Margin column", help_text="Read each pair's strength.")
+    sources = forms.ChoiceField(choices=SOURCES, label="Feedback from")
+    aggregate = forms.ChoiceField(
+        choices=[("none", "Every vote"), ("majority", "Majority per task")]
+    )
+    min_agreement = forms.FloatField(min_value=0, max_value=1)
+    # Training.
+    use_margin = _bool(help_text="Bradley-Terry with the margin (as TRL's RewardTrainer).")
+    center_rewards_coefficient = forms.FloatField(min_value=0, max_value=1)
+    span_penalty = forms.FloatField(min_value=0, max_value=100)
+    judge_weight = forms.FloatField(
+        min_value=0, max_value=100, help_text="Weight of a judge's label against a person's."
+    )
+    batch_size = forms.IntegerField(min_value=1, max_value=1024)
+    gradient_accumulation_steps = forms.IntegerField(min_value=1, max_value=1024)
+    learning_rate = forms.FloatField(min_value=1e-9, max_value=1)
+    max_epochs = forms.IntegerField(min_value=1, max_value=1000)
+    max_length = forms.IntegerField(min_value=8, max_value=32768, help_text="Tokens.")
+    held_out_share = forms.FloatField(
+        min_value=0, max_value=0.9, help_text="Prompts kept for early stopping and metrics."
+    )
+    patience = forms.IntegerField(min_value=0, max_value=1000)
+    seed = forms.IntegerField(min_value=0, max_value=2**32 - 1)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        defaults = {**RewardData().model_dump(), **RewardTraining().model_dump()}
+        initial = {
+            "backbone": settings.REWARD_DEFAULT_BACKBONE,
+            "backbone_kind": RewardModel.BackboneKind.EMBEDDING,
+            **defaults,
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        aspects = project.aspects.values_list("name", flat=True)
+        self.fields["aspect"].choices = [("", "All, each to 0-1"), *((a, a) for a in aspects)]
+
+    def data_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.DATA]
+
+    def training_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.TRAINING]
+
+    def params(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "backbone": data["backbone"],
+            "backbone_kind": data["backbone_kind"],
+            "data": {name: data[name] for name in self.DATA},
+            "training": {name: data[name] for name in self.TRAINING},
+        }
+
+
+class RewardEvaluateForm(forms.Form):
+    start_key = StartKeyField()
+    project = forms.ModelChoiceField(queryset=Project.objects.none(), label="On the feedback of")
+
+    def __init__(self, *args: Any, reward_model: RewardModel, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reward_model = reward_model
+        self.fields["project"].queryset = projects_administered(user).order_by("name")
+
+    def params(self) -> dict[str, Any]:
+        return {"reward_model_id": self.reward_model.pk}
+
+
+class RewardScoreForm(forms.Form):
+    start_key = StartKeyField()
+
+    def __init__(self, *args: Any, reward_model: RewardModel, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reward_model = reward_model
+
+    def params(self) -> dict[str, Any]:
+        return {"reward_model_id": self.reward_model.pk, "only_missing": True}
+
+
+def _reward_models_page(
+    request: HttpRequest, project: Project, form: RewardTrainForm, status: int = 200
+) -> HttpResponse:
+    context = {
+        "project": project,
+        "models": RewardModel.objects.filter(project=project),
+        "jobs": Job.objects.filter(project=project, kind__in=REWARD_JOB_KINDS)[:20],
+        "form": form,
+    }
+    return render(request, "annotate/reward_models.html", context, status=status)
+
+
+@login_required
+def reward_models(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = admin_project(request, project_id)
+    return _reward_models_page(request, project, RewardTrainForm(project=project))
+
+
+@login_required
+@require_POST
+def reward_model_train(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = admin_project(request, project_id)
+    form = RewardTrainForm(request.POST, project=project)
+    if start_from_form(request, project, Job.Kind.TRAIN_REWARD, form):
+        return redirect("annotate:reward-models", project_id=project.pk)
+    return _reward_models_page(request, project, form)
+
+
+def _project_model(request: HttpRequest, project_id: int, reward_model_id: int) -> RewardModel:
+    project = admin_project(request, project_id)
+    return get_object_or_404(RewardModel, project=project, pk=reward_model_id)
+
+
+def _metric_charts(metrics: dict[str, Any], title: str) -> dict[str, Any]:
+    """A metrics dict with its reliability diagram."""
+    points = [(b["mean_predicted"], b["observed"]) for b in metrics.get("reliability", [])]
+    chart = (
+        plots.line_chart(
+            {"model": points},
+            title=f"Reliability: {title}",
+            x_label="predicted P(chosen)",
+            y_label="observed share chosen",
+            diagonal=True,
+            y_limits=(0, 1),
+        )
+        if points
+        else None
+    )
+    return {"title": title, "metrics": metrics, "reliability_chart": chart}
+
+
+def _curve_chart(curve: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
+    """The learning curve: every numeric column against the first (step or epoch)."""
+    if not curve:
+        return None, []
+    columns = list(curve[0])
+    x = columns[0]
+    series = {
+        column: [(point[x], point.get(column)) for point in curve]
+        for column in columns[1:]
+        if all(isinstance(point.get(column), int | float | None) for point in curve)
+    }
+    chart = plots.line_chart(series, title="Learning curve", x_label=x, y_label="value")
+    return chart, columns
+
+
+def _reward_model_page(
+    request: HttpRequest, model: RewardModel, evaluate_form: RewardEvaluateForm
+) -> HttpResponse:
+    curve_chart, curve_columns = _curve_chart(model.curve)
+    points = reward_length_points(reward_model=model)
+    length_chart = (
+        plots.scatter_chart(
+            points, title="Reward against response length", x_label="characters", y_label="reward"
+        )
+        if points
+        else None
+    )
+    evaluations = [
+        _metric_charts(evaluation.metrics, f"on {evaluation.project.name}")
+        | {"evaluation": evaluation}
+        for evaluation in model.evaluations.select_related("project")
+    ]
+    jobs = Job.objects.filter(
+        kind=Job.Kind.EVALUATE_REWARD,
+        params__reward_model_id=model.pk,
+        project__in=projects_administered(request.user),
+    )[:10]
+    context = {
+        "project": model.project,
+        "model": model,
+        "held_out": _metric_charts(model.metrics, "held-out split"),
+        "curve_chart": curve_chart,
+        "curve_columns": curve_columns,
+        "length_chart": length_chart,
+        "length_bins": reward_length_bins(points),
+        "length_points_max": LENGTH_POINTS,
+        "evaluations": evaluations,
+        "evaluate_form": evaluate_form,
+        "score_form": RewardScoreForm(reward_model=model),
+        "jobs": jobs,
+    }
+    return render(request, "annotate/reward_model.html", context)
+
+
+@login_required
+def reward_model_page(request: HttpRequest, project_id: int, reward_model_id: int) -> HttpResponse:
+    model = _project_model(request, project_id, reward_model_id)
+    form = RewardEvaluateForm(
+        reward_model=model, user=request.user, initial={"project": model.project}
+    )
+    return _reward_model_page(request, model, form)
+
+
+@login_required
+@require_POST
+def reward_model_activation(
+    request: HttpRequest, project_id: int, reward_model_id: int
+) -> HttpResponse:
+    reward_model_activate(reward_model=_project_model(request, project_id, reward_model_id))
+    return redirect("annotate:reward-models", project_id=project_id)
+
+
+@login_required
+@require_POST
+def reward_model_removal(
+    request: HttpRequest, project_id: int, reward_model_id: int
+) -> HttpResponse:
+    reward_model_delete(reward_model=_project_model(request, project_id, reward_model_id))
+    return redirect("annotate:reward-models", project_id=project_id)
+
+
+@login_required
+@require_POST
+def reward_model_score(request: HttpRequest, project_id: int, reward_model_id: int) -> HttpResponse:
+    """Score the responses the model has not scored yet."""
+    model = _project_model(request, project_id, reward_model_id)
+    start_from_form(
+        request, model.project, Job.Kind.SCORE, RewardScoreForm(request.POST, reward_model=model)
+    )
+    return redirect("annotate:reward-models", project_id=project_id)
+
+
+@login_required
+@require_POST
+def reward_model_evaluate(
+    request: HttpRequest, project_id: int, reward_model_id: int
+) -> HttpResponse:
+    """Evaluate the model on a project the user administers (the job is that project's)."""
+    model = _project_model(request, project_id, reward_model_id)
+    form = RewardEvaluateForm(request.POST, reward_model=model, user=request.user)
+    if form.is_valid() and start_from_form(
+        request, form.cleaned_data["project"], Job.Kind.EVALUATE_REWARD, form
+    ):
+        return redirect("annotate:reward-model", project_id=project_id, reward_model_id=model.pk)
+    return _reward_model_page(request, model, form)
+
+
+BEST_OF_N_PAGE = 10
+
+
+@login_required
+def best_of_n(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Each prompt's candidates, best first by the active reward model."""
+    project = admin_project(request, project_id)
+    model = RewardModel.objects.filter(project=project, is_active=True).first()
+    prompts = Paginator(project.prompts.order_by("id"), BEST_OF_N_PAGE).get_page(
+        request.GET.get("page")
+    )
+    ranked = [
+        (prompt, prompt_candidates_ranked(prompt=prompt, reward_model_id=model and model.pk))
+        for prompt in prompts
+    ]
+    context = {"project": project, "model": model, "page": prompts, "ranked": ranked}
+    return render(request, "annotate/best_of_n.html", context)
