@@ -180,25 +180,21 @@ def _metric_charts(metrics: dict[str, Any], title: str) -> dict[str, Any]:
     return {"title": title, "metrics": metrics, "reliability_chart": chart}
 
 
-def _curve_chart(curve: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
-    """The learning curve: every numeric column against the first (step or epoch)."""
+CURVE_SERIES = ("train_loss", "held_out_loss", "held_out_accuracy")
+
+
+def _curve_chart(curve: list[dict[str, Any]]) -> str | None:
+    """Losses and held-out accuracy against the optimiser step."""
     if not curve:
-        return None, []
-    columns = list(curve[0])
-    x = columns[0]
-    series = {
-        column: [(point[x], point.get(column)) for point in curve]
-        for column in columns[1:]
-        if all(isinstance(point.get(column), int | float | None) for point in curve)
-    }
-    chart = plots.line_chart(series, title="Learning curve", x_label=x, y_label="value")
-    return chart, columns
+        return None
+    series = {name: [(point["step"], point.get(name)) for point in curve] for name in CURVE_SERIES}
+    return plots.line_chart(series, title="Learning curve", x_label="step", y_label="value")
 
 
 def _reward_model_page(
     request: HttpRequest, model: RewardModel, evaluate_form: RewardEvaluateForm
 ) -> HttpResponse:
-    curve_chart, curve_columns = _curve_chart(model.curve)
+    curve_chart = _curve_chart(model.curve)
     points = reward_length_points(reward_model=model)
     length_chart = (
         plots.scatter_chart(
@@ -220,9 +216,8 @@ def _reward_model_page(
     context = {
         "project": model.project,
         "model": model,
-        "held_out": _metric_charts(model.metrics, "held-out split"),
+        "held_out": _metric_charts(model.metrics.get("held_out") or {}, "held-out split"),
         "curve_chart": curve_chart,
-        "curve_columns": curve_columns,
         "length_chart": length_chart,
         "length_bins": reward_length_bins(points),
         "length_points_max": LENGTH_POINTS,

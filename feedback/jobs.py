@@ -194,7 +194,13 @@ class RewardData(BaseModel):
 
 
 class RewardTraining(BaseModel):
-    """Training settings, as `worker.ml.rewards.TrainConfig` takes them."""
+    """Training settings, passed to `worker.ml.rewards.TrainConfig` (its defaults, but a
+    larger learning rate and held-out share: small sets, heads trained from scratch).
+
+    `center_rewards_coefficient` 0 is off; `span_penalty` weighs span feedback (0: none);
+    `judge_weight` a judge's label against a person's; `eval_steps` 0 evaluates once per
+    epoch; `patience` 0 trains every epoch; `heads` above 1 add bootstrap heads.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -204,12 +210,16 @@ class RewardTraining(BaseModel):
     judge_weight: float = Field(1.0, ge=0, le=100)
     batch_size: int = Field(16, ge=1, le=1024)
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_epochs: int = Field(3, ge=1, le=1000)
-    max_length: int = Field(256, ge=8, le=32768)
+    max_length: int = Field(512, ge=8, le=32768)
     held_out_share: float = Field(0.2, ge=0, lt=1)
+    eval_steps: int = Field(0, ge=0, le=10**6)
     patience: int = Field(2, ge=0, le=1000)
+    early_stopping_metric: Literal["loss", "accuracy"] = "loss"
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    heads: int = Field(1, ge=1, le=64)
 
 
 class RewardTrainParams(BaseModel):
@@ -229,6 +239,12 @@ class RewardTrainParams(BaseModel):
         if refusal := local_model_refusal(backbone):
             raise ValueError(refusal)
         return backbone
+
+    @model_validator(mode="after")
+    def spans_need_a_penalty(self) -> RewardTrainParams:
+        if self.data.spans and self.training.span_penalty == 0:
+            raise ValueError("span feedback needs training.span_penalty above 0")
+        return self
 
 
 class ScoreParams(BaseModel):

@@ -438,12 +438,13 @@ def reward_training_run(job: Job, params: RewardTrainParams) -> None:
     )
     progress: Progress | None = None
 
-    def report(done: int, total: int) -> None:
+    def report(event: dict[str, Any]) -> None:
         nonlocal progress
-        if progress is None or total != job.total:
-            progress = Progress(job, total=total, done=done)
-        else:
-            progress.update(done)
+        if event["phase"] != "train":
+            return
+        if progress is None:
+            progress = Progress(job, total=event["total_steps"])
+        progress.update(event["step"], force=event["step"] == event["total_steps"])
 
     result = train(rows.comparisons, rows.rankings, config, out_dir, progress=report)
     job_progress(job=job, done=job.total)  # raises JobCancelled if it was cancelled meanwhile

@@ -13,12 +13,57 @@ import pytest
 from feedback.jobs import ModelSpec
 from tests.worker.ml.test_openai_backend import FakeVLLM, QuietServer
 from worker.ml.generation import Chat, Completion, GenerationParams, ProgressCallback
-from worker.ml.tiny import build_tiny_causal_lm
+from worker.ml.tiny import build_tiny_causal_lm, build_tiny_sentence_encoder
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer sentence encoder: the embedding backbone of reward models in tests."""
+    return build_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward model trained once per session on the tiny encoder, under its own
+    artifact root (`dir.parent.parent`), for tests of what uses a trained model."""
+    from worker.ml.rewards import Comparison, TrainConfig, train
+
+    pairs = [
+        Comparison(
+            prompt=[{"role": "user", "content": f"name three primary colours ? {i}"}],
+            chosen="red , yellow and blue .",
+            rejected="the lazy dog .",
+            group=str(i),
+        )
+        for i in range(8)
+    ]
+    config = TrainConfig(
+        backbone=str(tiny_encoder_dir), backbone_kind="embedding", max_epochs=1, max_length=32
+    )
+    out_dir = tmp_path_factory.mktemp("artifacts") / "reward_models" / "tiny"
+    train(pairs, [], config, out_dir)
+    return out_dir
+
+
+@pytest.fixture
+def reward_model(project, tiny_reward_dir: Path, settings):
+    """A RewardModel row of `project` whose files are the session's tiny reward model."""
+    from feedback.models import RewardModel
+
+    settings.ARTIFACT_ROOT = tiny_reward_dir.parent.parent
+    return RewardModel.objects.create(
+        project=project,
+        name="tiny",
+        backbone="tiny-encoder",
+        backbone_kind="embedding",
+        parameters={"data": {"pairs": True}},
+        artifact_path="reward_models/tiny",
+    )
 
 
 @pytest.fixture(autouse=True)
