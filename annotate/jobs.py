@@ -18,6 +18,7 @@ from django_htmx.middleware import HtmxDetails
 from feedback.endpoints import inference_endpoints
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_retry, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
+from feedback.loop import round_table
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
@@ -146,7 +147,12 @@ def _jobs_page(
     request: HttpRequest, project: Project, generate: GenerateForm, judge: JudgeForm
 ) -> HttpResponse:
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:50]
-    context = {"project": project, "jobs": jobs, "generate_form": generate, "judge_form": judge}
+    context = {
+        **round_table(project),
+        "jobs": jobs,
+        "generate_form": generate,
+        "judge_form": judge,
+    }
     return render(request, "annotate/jobs.html", context)
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotate import jobs, rewards, views
+from annotate import jobs, loop, rewards, views
 
 app_name = "annotate"
 reward_model = "projects/<int:project_id>/reward-models/<int:reward_model_id>/"
@@ -38,4 +38,11 @@ urlpatterns = [
     path(f"{reward_model}score/", rewards.reward_model_score, name="reward-model-score"),
     path(f"{reward_model}evaluate/", rewards.reward_model_evaluate, name="reward-model-evaluate"),
     path("projects/<int:project_id>/best-of-n/", rewards.best_of_n, name="best-of-n"),
+    path("projects/<int:project_id>/loop/", loop.loop_page, name="loop"),
+    path("projects/<int:project_id>/loop/rounds/", loop.loop_rounds, name="loop-rounds"),
+    path(
+        "projects/<int:project_id>/loop/rounds/start/",
+        loop.loop_round_start,
+        name="loop-round-start",
+    ),
 ]

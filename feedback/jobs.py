@@ -53,6 +53,7 @@ from feedback.models import (
     RatingAspect,
     Response,
     RewardModel,
+    Selector,
     Submission,
     Task,
 )
@@ -268,13 +269,62 @@ class RewardEvaluateParams(BaseModel):
     data: RewardData | None = None
 
 
-JobParams = GenerateParams | JudgeParams | RewardTrainParams | ScoreParams | RewardEvaluateParams
+class JudgeSettling(BaseModel):
+    """Who settles a round's picks, and how sure it must be: a verdict that held in both
+    orders with at least `min_strength` (1 slightly, 2 clearly, 3 much better) settles a
+    pair; `control_share` of the settled pairs go to people as well."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    judge_id: int
+    min_strength: int = Field(2, ge=1, le=3)
+    control_share: float = Field(0.1, ge=0, le=1)
+
+
+class SelectParams(BaseModel):
+    """A selection round: `batch_size` pairs chosen by `selector` (a `random_share` of them
+    uniformly) among up to `max_pairs_per_prompt` candidate pairs per prompt.
+
+    `retrain`: train a model first when there are pairwise labels the active one has not
+    seen, and make it the active one. `embedding_backbone`: a sentence encoder for the
+    dissimilar selector, and the fallback before any model exists (none: random).
+    `judge`: the judge settles the picks it is sure of.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    selector: Selector = Selector.MARGIN
+    batch_size: int = Field(20, ge=1, le=10000)
+    random_share: float = Field(0.25, ge=0, le=1)
+    max_pairs_per_prompt: int = Field(50, ge=1, le=100000)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    retrain: RewardTrainParams | None = None
+    embedding_backbone: str = Field("", max_length=500)
+    judge: JudgeSettling | None = None
+
+    @field_validator("embedding_backbone")
+    @classmethod
+    def embedding_backbone_allowed(cls, backbone: str) -> str:
+        if backbone and (refusal := local_model_refusal(backbone)):
+            raise ValueError(refusal)
+        return backbone
+
+
+JobParams = (
+    GenerateParams
+    | JudgeParams
+    | RewardTrainParams
+    | ScoreParams
+    | RewardEvaluateParams
+    | SelectParams
+)
 _PARAMS: dict[str, type[BaseModel]] = {
     Job.Kind.GENERATE: GenerateParams,
     Job.Kind.JUDGE: JudgeParams,
     Job.Kind.TRAIN_REWARD: RewardTrainParams,
     Job.Kind.SCORE: ScoreParams,
     Job.Kind.EVALUATE_REWARD: RewardEvaluateParams,
+    Job.Kind.SELECT: SelectParams,
 }
 # The Celery task of each kind, by name: the worker defines them, and web processes send
 # to them without importing the worker (and the torch it loads).
@@ -284,6 +334,7 @@ TASK_NAMES: dict[str, str] = {
     Job.Kind.TRAIN_REWARD: "worker.tasks.train_reward_model",
     Job.Kind.SCORE: "worker.tasks.score_responses",
     Job.Kind.EVALUATE_REWARD: "worker.tasks.evaluate_reward_model",
+    Job.Kind.SELECT: "worker.tasks.select_pairs",
 }
 
 
@@ -426,6 +477,8 @@ def job_start(
             aspects_create_default(project=project)
     if isinstance(parsed, RewardTrainParams | RewardEvaluateParams):
         _check_reward_data(project, parsed.data)
+    if isinstance(parsed, SelectParams):
+        select_params_check(project, parsed)
     if isinstance(parsed, ScoreParams):
         parsed = _scoring_model(project, parsed)
     if (
@@ -460,6 +513,24 @@ def _check_reward_data(project: Project, data: RewardData | None) -> None:
             "The job's parameters were refused.",
             errors={"data.aspect": [f"'{data.aspect}' is not an aspect of this project."]},
         )
+
+
+def select_params_check(project: Project, params: SelectParams) -> None:
+    """What the parameters cannot say alone; FeedbackError naming each problem."""
+    errors: dict[str, list[str]] = {}
+    if not project.collects_pairwise:
+        errors["selector"] = ["The project does not collect pairwise feedback."]
+    if params.retrain is not None:
+        try:
+            _check_reward_data(project, params.retrain.data)
+        except FeedbackError as exc:
+            errors.update({f"retrain.{path}": messages for path, messages in exc.errors.items()})
+    if params.judge is not None:
+        judged = JudgeParams(judge_id=params.judge.judge_id, kinds=["pairwise"])
+        for path, messages in _check_judge_params(project, judged).items():
+            errors[f"judge.{path}"] = messages
+    if errors:
+        raise FeedbackError("The job's parameters were refused.", errors=errors)
 
 
 def _scoring_model(project: Project, params: ScoreParams) -> ScoreParams:

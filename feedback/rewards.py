@@ -124,17 +124,30 @@ def reward_model_delete(*, reward_model: RewardModel) -> None:
 # --- Scores ----------------------------------------------------------------------------
 
 
-def scores_save(*, reward_model_id: int, scores: Sequence[tuple[int, float]]) -> int:
-    """Store (response id, score) pairs; a response scored before gets the new score."""
+def scores_save(
+    *,
+    reward_model_id: int,
+    scores: Sequence[tuple[int, float]],
+    head_scores: Sequence[list[float] | None] | None = None,
+) -> int:
+    """Store (response id, score) pairs, and each response's scores under every head when
+    the model has several (`head_scores`, in the same order); a response scored before
+    gets the new scores."""
+    heads = head_scores if head_scores is not None else [None] * len(scores)
     rows = [
-        ResponseScore(reward_model_id=reward_model_id, response_id=response_id, score=score)
-        for response_id, score in scores
+        ResponseScore(
+            reward_model_id=reward_model_id,
+            response_id=response_id,
+            score=score,
+            head_scores=per_head,
+        )
+        for (response_id, score), per_head in zip(scores, heads, strict=True)
     ]
     ResponseScore.objects.bulk_create(
         rows,
         update_conflicts=True,
         unique_fields=["reward_model", "response"],
-        update_fields=["score", "created_at"],
+        update_fields=["score", "head_scores", "created_at"],
         batch_size=2000,
     )
     return len(rows)

@@ -491,10 +491,12 @@ def scoring_run(job: Job, params: ScoreParams) -> None:
             response_ids.append(pk)
             texts.append(text)
             prompts.append(messages or [{"role": "user", "content": prompt_text}])
-        scores = scorer.score(prompts, texts, batch_size=params.batch_size)
+        # Every head: the selectors that read a model's uncertainty compare them.
+        scores = scorer.score_heads(prompts, texts, batch_size=params.batch_size)
         scores_save(
             reward_model_id=model.pk,
-            scores=list(zip(response_ids, (float(x) for x in scores), strict=True)),
+            scores=list(zip(response_ids, (float(x) for x in scores[0]), strict=True)),
+            head_scores=scores.T.tolist() if len(scores) > 1 else None,
         )
         done += len(chunk)
         progress.update(done, force=True)

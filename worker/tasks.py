@@ -26,6 +26,7 @@ from feedback.jobs import (
 )
 from worker.celery import app
 from worker.ml.openai_backend import TransientBackendError
+from worker.rounds import selection_round_run
 from worker.runs import (
     generation_run,
     judging_run,
@@ -128,3 +129,8 @@ def score_responses(self: CeleryTask, job_id: int) -> None:
 @app.task(bind=True, **RETRY)
 def evaluate_reward_model(self: CeleryTask, job_id: int) -> None:
     run_job(self, job_id, reward_evaluation_run)
+
+
+@app.task(bind=True, **RETRY)
+def select_pairs(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, selection_round_run)

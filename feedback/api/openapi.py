@@ -11,7 +11,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback.jobs import RewardData
+from feedback.jobs import RewardData, RewardTrainParams
+from feedback.models import Selector
 from feedback.schemas import CandidateRow, ImportedRow
 
 
@@ -47,6 +48,34 @@ class RewardEvaluateBody(BaseModel):
 
     project: int | None = Field(None, ge=1, le=2**63 - 1)
     data: RewardData | None = None
+
+
+class LoopConfigBody(BaseModel):
+    """The fields of the loop configuration to change; those left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    is_on: bool = Field(False, description="Start rounds by themselves on new labels.")
+    pairs_by_selection: bool = Field(
+        False, description="Pair tasks come only from selection rounds."
+    )
+    selector: Selector = Selector.MARGIN
+    batch_size: int = Field(20, ge=1, le=10000)
+    random_share: float = Field(0.25, ge=0, le=1)
+    retrain_every: int = Field(20, ge=1, le=2**31 - 1)
+    max_pairs_per_prompt: int = Field(50, ge=1, le=2**31 - 1)
+    reward_options: RewardTrainParams | None = Field(
+        None, description="The reward model each round trains; null: no retraining."
+    )
+    judge: int | None = Field(None, ge=1, le=2**63 - 1, description="null: no judge.")
+    judge_min_strength: int = Field(2, ge=1, le=3)
+    control_share: float = Field(0.1, ge=0, le=1)
+
+
+class RoundStartBody(BaseModel):
+    """Nothing to send: a round runs with the project's loop configuration."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def openapi_30(schema: Any) -> Any:

@@ -7,12 +7,15 @@ from rest_framework import serializers
 from feedback.exports import Aggregate, Form, PairSource, Shape, Sources, Ties
 from feedback.models import (
     Job,
+    LoopConfig,
+    PairSelection,
     Project,
     Prompt,
     RatingAspect,
     Response,
     RewardEvaluation,
     RewardModel,
+    SelectionRound,
     SpanLabel,
     Submission,
     Task,
@@ -365,3 +368,95 @@ class RewardModelSerializer(serializers.ModelSerializer):
             "job",
             "created_at",
         ]
+
+
+# --- The loop and its rounds -------------------------------------------------------------
+
+
+class LoopConfigSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LoopConfig
+        fields = [
+            "is_on",
+            "pairs_by_selection",
+            "selector",
+            "batch_size",
+            "random_share",
+            "retrain_every",
+            "max_pairs_per_prompt",
+            "reward_options",
+            "judge",
+            "judge_min_strength",
+            "control_share",
+            "updated_at",
+        ]
+
+
+class PairSelectionSerializer(serializers.ModelSerializer):
+    response_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PairSelection
+        fields = ["task", "response_ids", "rank", "selector", "score", "reason", "route"]
+
+    def get_response_ids(self, pick: PairSelection) -> list[int]:
+        """The pair in display order (A first)."""
+        return [link.response_id for link in pick.task.links.all()]
+
+
+class ControlSerializer(serializers.Serializer):
+    tasks = serializers.IntegerField(help_text="Settled pairs also sent to people.")
+    answered = serializers.IntegerField(help_text="Of those, answered by people so far.")
+    answers = serializers.IntegerField()
+    agreeing = serializers.IntegerField(help_text="People's answers that match the judge's.")
+    agreement = serializers.FloatField(allow_null=True)
+
+
+class SelectionRoundSerializer(serializers.ModelSerializer):
+    """A round: what it learnt from, what it used and picked, where the picks went, and how
+    people's answers on its control sample agree with the judge."""
+
+    job = JobSerializer(read_only=True)
+    control_agreement = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SelectionRound
+        fields = [
+            "number",
+            "trigger",
+            "job",
+            "submission_marker",
+            "people_labels",
+            "judge_labels",
+            "reward_model",
+            "retrained",
+            "held_out_accuracy",
+            "selector",
+            "selector_used",
+            "fallback",
+            "candidates",
+            "picked",
+            "created_tasks",
+            "reprioritised",
+            "to_people",
+            "judge",
+            "judge_settled",
+            "control",
+            "control_agreement",
+            "timings",
+            "note",
+            "created_at",
+            "finished_at",
+        ]
+
+    @extend_schema_field(ControlSerializer)
+    def get_control_agreement(self, selection_round: SelectionRound) -> dict:
+        control = self.context["control"][selection_round.pk]
+        return ControlSerializer(control).data
+
+
+class SelectionRoundDetailSerializer(SelectionRoundSerializer):
+    picks = PairSelectionSerializer(many=True, read_only=True)
+
+    class Meta(SelectionRoundSerializer.Meta):
+        fields = [*SelectionRoundSerializer.Meta.fields, "picks"]

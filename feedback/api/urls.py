@@ -54,6 +54,9 @@ urlpatterns = [
         name="reward-model-activate",
     ),
     path(f"{reward_model}score/", views.RewardModelScoreApi.as_view(), name="reward-model-score"),
+    path(f"{project}loop/", views.LoopConfigApi.as_view(), name="loop-config"),
+    path(f"{project}rounds/", views.RoundListApi.as_view(), name="round-list"),
+    path(f"{project}rounds/<int:number>/", views.RoundDetailApi.as_view(), name="round-detail"),
     path(
         f"{reward_model}evaluate/",
         views.RewardModelEvaluateApi.as_view(),

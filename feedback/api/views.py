@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from functools import cached_property
 
+from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
@@ -16,19 +17,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback import rewards, selectors, services
+from feedback import loop, rewards, selectors, services
 from feedback.api import serializers as s
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
 from feedback.api.idempotency import KEY_PARAMETER, idempotent
 from feedback.api.openapi import (
+    LoopConfigBody,
     PromptImportBody,
     ResponsesCreateBody,
     RewardEvaluateBody,
+    RoundStartBody,
     ScoreBody,
 )
 from feedback.api.parsers import BulkJSONParser, JSONWithoutNulParser
 from feedback.api.permissions import (
     ADMIN,
+    IsProjectAdmin,
     IsProjectMember,
     IsProjectReader,
     IsStaff,
@@ -38,7 +42,7 @@ from feedback.exports import ExportOptions, export_rows
 from feedback.io import export_jsonl, export_parquet
 from feedback.jobs import RewardTrainParams, job_start, params_parse
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
-from feedback.models import Job, Project, RewardModel
+from feedback.models import Job, PairSelection, Project, RewardModel, SelectionRound
 
 WRITERS = {"jsonl": export_jsonl, "parquet": export_parquet}
 
@@ -472,3 +476,91 @@ class RewardModelEvaluateApi(RewardModelScoped, APIView):
             created_by=request.user,
         )
         return _started(job)
+
+
+# --- The loop ---------------------------------------------------------------------------
+
+
+class LoopConfigApi(ProjectScoped, APIView):
+    """The project's active-learning loop: selector, batch, retraining rule, reward model
+    and judge settling. PATCH changes the fields sent; turning the loop on starts its
+    first round. Admins only."""
+
+    permission_classes = [IsProjectAdmin]
+    parser_classes = [JSONWithoutNulParser]
+
+    @extend_schema(responses=s.LoopConfigSerializer)
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(s.LoopConfigSerializer(loop.loop_config(self.project)).data)
+
+    @extend_schema(request=LoopConfigBody, responses=s.LoopConfigSerializer)
+    def patch(self, request: Request, project_id: int) -> Response:
+        try:
+            body = params_parse(LoopConfigBody, request.data, strict=True)
+        except services.FeedbackError as exc:
+            raise services.FeedbackError(
+                "The loop configuration was refused.", errors=exc.errors
+            ) from exc
+        config = loop.loop_config_save(
+            project=self.project,
+            changes=body.model_dump(mode="json", exclude_unset=True),
+            user=request.user,
+        )
+        return Response(s.LoopConfigSerializer(config).data)
+
+
+def _round_data(selection_round: SelectionRound, serializer=s.SelectionRoundSerializer) -> dict:
+    control = loop.control_agreement([selection_round])
+    return serializer(selection_round, context={"control": control}).data
+
+
+class RoundListApi(ProjectScoped, generics.ListAPIView):
+    """The project's selection rounds: labels so far, the model's held-out accuracy, the
+    selector used and why, the picks' routes (people, judge, control) and the judge's
+    agreement with people on the control sample. POST starts a round now with the loop's
+    configuration (202: follow its job)."""
+
+    serializer_class = s.SelectionRoundSerializer
+    permission_classes = [IsProjectReader]
+    parser_classes = [JSONWithoutNulParser]
+
+    def project_queryset(self):
+        return loop.project_rounds(self.project)
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        context = {**self.get_serializer_context(), "control": loop.control_agreement(page)}
+        data = s.SelectionRoundSerializer(page, many=True, context=context).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(
+        request=RoundStartBody,
+        responses={202: s.SelectionRoundSerializer},
+        parameters=[KEY_PARAMETER],
+    )
+    @idempotent
+    def post(self, request: Request, project_id: int) -> Response:
+        params_parse(RoundStartBody, request.data, strict=True)
+        selection_round = loop.round_start(
+            project=self.project,
+            trigger=SelectionRound.Trigger.MANUAL,
+            created_by=request.user,
+        )
+        return Response(_round_data(selection_round), status=status.HTTP_202_ACCEPTED)
+
+
+class RoundDetailApi(ProjectScoped, generics.RetrieveAPIView):
+    """One round with its picks, best first: each pair task, the selector's score and
+    reason, and where it went."""
+
+    serializer_class = s.SelectionRoundDetailSerializer
+    permission_classes = [IsProjectReader]
+    lookup_field = "number"
+    lookup_url_kwarg = "number"
+
+    def project_queryset(self):
+        picks = PairSelection.objects.prefetch_related("task__links").order_by("rank")
+        return loop.project_rounds(self.project).prefetch_related(Prefetch("picks", picks))
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return Response(_round_data(self.get_object(), s.SelectionRoundDetailSerializer))
