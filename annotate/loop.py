@@ -125,14 +125,14 @@ def _loop_page(
     project: Project,
     form: LoopForm,
     start_form: RoundStartForm | None = None,
-    status: int = 200,
 ) -> HttpResponse:
+    """The page; forms with errors come back as 200, which htmx's boosted forms swap in."""
     context = {
         **round_table(project),
         "form": form,
         "start_form": start_form or RoundStartForm(),
     }
-    return render(request, "annotate/loop.html", context, status=status)
+    return render(request, "annotate/loop.html", context)
 
 
 @login_required
@@ -151,7 +151,7 @@ def loop_page(request: HttpRequest, project_id: int) -> HttpResponse:
             _add_errors(form, error)
         else:
             return redirect("annotate:loop", project_id=project.pk)
-    return _loop_page(request, project, form, status=422)
+    return _loop_page(request, project, form)
 
 
 @login_required
@@ -172,7 +172,7 @@ def loop_round_start(request: HttpRequest, project_id: int) -> HttpResponse:
             _add_errors(form, error)
         else:
             return redirect("annotate:loop", project_id=project.pk)
-    return _loop_page(request, project, LoopForm(config=loop_config(project)), form, status=422)
+    return _loop_page(request, project, LoopForm(config=loop_config(project)), form)
 
 
 @_login_required_htmx

@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feedback import queue
-from feedback.models import Job, Project, ProjectMember, Submission, Task
+from feedback.models import Job, Project, ProjectMember, SelectionRound, Submission, Task
 from tests.factories import (
     MemberFactory,
     ProjectFactory,
@@ -92,6 +92,22 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-agreement": [Row(API_READERS)],
     "api:project-consistency": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
+    # The active-learning loop: its configuration is for admins only, reads included.
+    "api:loop-config": [
+        Row(by_role(401, 403, 404, 403, 200, 404, 200)),
+        Row(by_role(401, 403, 404, 403, 200, 404, 200), method="patch"),  # {}: no change
+    ],
+    "api:round-list": [
+        Row(API_READERS),
+        Row(by_role(401, 403, 404, 403, 202, 404, 202), method="post"),  # a round starts
+    ],
+    "api:round-detail": [Row(API_READERS)],
+    "annotate:loop": [Row(PAGE_ADMINS), Row(PAGE_ADMINS, method="post")],
+    "annotate:loop-rounds": [Row(PAGE_ADMINS | {"anonymous": 401}, htmx=True)],
+    "annotate:loop-round-start": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
+    ],
     # Admin pages of this project
     "feedback:project-agreement": [Row(PAGE_READERS)],
     "annotate:judge-quality": [Row(PAGE_READERS)],
@@ -215,6 +231,9 @@ def _make_world():
     assert queue.task_claim_next(project=project, annotator=users["annotator"]).task == task
     submission = Submission.objects.create(task=task, annotator=users["annotator"])
     job = Job.objects.create(project=project, kind=Job.Kind.JUDGE, created_by=users["admin"])
+    selection_round = SelectionRound.objects.create(
+        project=project, number=1, trigger="manual", selector="margin"
+    )
     kwargs = {
         "project_id": project.pk,
         "task_id": task.pk,
@@ -223,6 +242,7 @@ def _make_world():
         "submission_id": submission.pk,
         "job_id": job.pk,
         "other_project_id": other_project.pk,
+        "number": selection_round.number,
     }
     return users, kwargs
 
