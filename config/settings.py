@@ -270,6 +270,8 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get components of their own: required text is non-blank (minLength),
     # read-only fields are left out, and create bodies carry the model's constraints.
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the selectors, which rounds, their picks and the loop all choose from.
+    "ENUM_NAME_OVERRIDES": {"SelectorEnum": "feedback.models.Selector"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "feedback.api.openapi.project_rules_hook",

@@ -9,7 +9,6 @@ the model work is the worker's.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections import defaultdict
@@ -47,8 +46,6 @@ from feedback.models import (
 )
 from feedback.services import FeedbackError, pair_tasks_ensure
 
-logger = logging.getLogger(__name__)
-
 Trigger = SelectionRound.Trigger
 Route = PairSelection.Route
 UNDER_WAY = (Job.Status.QUEUED, Job.Status.RUNNING)
@@ -83,11 +80,13 @@ def select_params(config: LoopConfig) -> dict[str, Any]:
     """
     reward = config.reward_options or None
     embedding = reward["backbone"] if reward and reward["backbone_kind"] == "embedding" else ""
-    judge = config.judge_id and {
-        "judge_id": config.judge_id,
-        "min_strength": config.judge_min_strength,
-        "control_share": config.control_share,
-    }
+    judge = None
+    if config.judge_id is not None:
+        judge = {
+            "judge_id": config.judge_id,
+            "min_strength": config.judge_min_strength,
+            "control_share": config.control_share,
+        }
     return {
         "selector": config.selector,
         "batch_size": config.batch_size,
@@ -95,7 +94,7 @@ def select_params(config: LoopConfig) -> dict[str, Any]:
         "max_pairs_per_prompt": config.max_pairs_per_prompt,
         "retrain": reward,
         "embedding_backbone": embedding,
-        "judge": judge or None,
+        "judge": judge,
     }
 
 
@@ -196,10 +195,11 @@ def round_start(
     """Number the project's next round and start its `select` job once committed, with the
     parameters of the project's loop configuration.
 
-    One round at a time: the loop's triggers get None while one is under way (the next
-    counts its labels from it), an admin's start a FeedbackError. `start_key` names the
-    form or request that asked: asking again returns its round. Picks of an earlier round
-    still waiting for its judge (the round failed or was cancelled) go to people.
+    One round at a time: while one is under way the loop's triggers get None (that round
+    checks for the next batch when it ends) and an admin's start a FeedbackError.
+    `start_key` names the form or request that asked: asking again returns its round.
+    Picks of an earlier round still waiting for its judge (the round failed or was
+    cancelled) go to people.
     """
     # The project row serialises starts: two submissions past the threshold at once make
     # one round, the second finding it under way.
@@ -209,7 +209,7 @@ def round_start(
     ):
         return started
     if round_under_way(project.pk):
-        if trigger == Trigger.LABELS:
+        if trigger != Trigger.MANUAL:
             return None
         raise FeedbackError(
             "A round is already under way.",
@@ -350,46 +350,30 @@ def candidate_responses(project: Project) -> list[tuple[int, int]]:
     )
 
 
-@dataclass(frozen=True)
-class PairTasks:
-    """The project's pair tasks as selection sees them. `closed`: pairs (smaller id first)
-    whose task people hold or answered, or that a round holds for its judge or the judge
-    settled: a round leaves them out. `open`: the other tasked pairs and their task, which
-    a pick moves up."""
-
-    closed: set[tuple[int, int]]
-    open: dict[tuple[int, int], int]
-
-
-def pair_tasks_state(project: Project) -> PairTasks:
+def closed_pairs(project: Project) -> set[tuple[int, int]]:
+    """Pairs (smaller response id first) that a round leaves out: their pair task is held
+    or answered by people, or held for a judge or settled by one. Pairs whose task is still
+    open stay candidates: picking one moves its task up."""
     members: dict[int, list[int]] = defaultdict(list)
-    taken: dict[int, int] = {}
+    closed_tasks: set[int] = set()
     for task_id, response_id, slots in TaskResponse.objects.filter(
         task__project=project, task__layout=Task.Layout.PAIR
     ).values_list("task_id", "response_id", "task__slots_taken"):
         members[task_id].append(response_id)
-        taken[task_id] = slots
-    held = set(
+        if slots:
+            closed_tasks.add(task_id)
+    closed_tasks.update(
         PairSelection.objects.filter(
             task__project=project, route__in=PairSelection.HELD
         ).values_list("task_id", flat=True)
     )
     # Answers stored without a lease (imported, or through submission_create) count too.
-    held.update(
+    closed_tasks.update(
         Submission.objects.filter(
             task__project=project, task__layout=Task.Layout.PAIR, annotator__isnull=False
         ).values_list("task_id", flat=True)
     )
-    closed: set[tuple[int, int]] = set()
-    open_tasks: dict[tuple[int, int], int] = {}
-    for task_id, (a, b) in members.items():
-        pair = (min(a, b), max(a, b))
-        if taken[task_id] or task_id in held:
-            closed.add(pair)
-        else:
-            open_tasks.setdefault(pair, task_id)
-    # A pair shown by two tasks (imported twice) is closed when either is.
-    return PairTasks(closed, {p: t for p, t in open_tasks.items() if p not in closed})
+    return {(min(pair), max(pair)) for task, pair in members.items() if task in closed_tasks}
 
 
 @dataclass(frozen=True)
@@ -488,10 +472,9 @@ def round_settle(
     rng = random.Random(f"{selection_round.project_id}/{selection_round.number}")
     control = set(rng.sample(sure, math.ceil(control_share * len(sure))))
     settled = [pk for pk in sure if pk not in control]
-    PairSelection.objects.filter(pk__any=settled).update(route=Route.JUDGE)
-    PairSelection.objects.filter(pk__any=sorted(control)).update(route=Route.CONTROL)
     to_people = [pick.pk for pick in held if pick.pk not in set(sure)]
-    PairSelection.objects.filter(pk__any=to_people).update(route=Route.PEOPLE)
+    for route, pks in ((Route.JUDGE, settled), (Route.CONTROL, control), (Route.PEOPLE, to_people)):
+        PairSelection.objects.filter(pk__any=sorted(pks)).update(route=route)
     round_update(
         selection_round,
         judge_settled=len(settled),

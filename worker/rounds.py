@@ -20,8 +20,8 @@ from feedback.jobs import JobCancelled, JudgeParams, ScoreParams, SelectParams
 from feedback.loop import (
     PickInput,
     candidate_responses,
+    closed_pairs,
     labels_unseen,
-    pair_tasks_state,
     pairwise_label_counts,
     prompt_label_counts,
     round_finish,
@@ -171,10 +171,9 @@ def _select(
     """Form the candidate pairs, run the selector and store its picks as tasks."""
     project = selection_round.project
     rng = np.random.default_rng([params.seed, selection_round.number])
-    state = pair_tasks_state(project)
     rows = candidate_pairs(
         candidate_responses(project),
-        exclude=state.closed,
+        exclude=closed_pairs(project),
         max_per_prompt=params.max_pairs_per_prompt,
         rng=rng,
     )

@@ -374,6 +374,10 @@ class RewardModelSerializer(serializers.ModelSerializer):
 
 
 class LoopConfigSerializer(serializers.ModelSerializer):
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Null until the configuration is saved."
+    )
+
     class Meta:
         model = LoopConfig
         fields = [
