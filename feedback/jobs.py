@@ -490,11 +490,15 @@ def _enqueue(job: Job) -> None:
     registered: the loader imports the worker's task modules, as a worker does.
     """
     name = TASK_NAMES[job.kind]
-    if celery_app.conf.task_always_eager:
-        celery_app.loader.import_default_modules()
-        transaction.on_commit(lambda: celery_app.tasks[name].delay(job.pk))
-    else:
-        transaction.on_commit(lambda: celery_app.send_task(name, args=(job.pk,)))
+
+    def send() -> None:
+        if celery_app.conf.task_always_eager:
+            celery_app.loader.import_default_modules()
+            celery_app.tasks[name].delay(job.pk)
+        else:
+            celery_app.send_task(name, args=(job.pk,))
+
+    transaction.on_commit(send)
 
 
 def score_new_responses(*, project: Project) -> Job | None:
