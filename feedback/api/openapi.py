@@ -51,7 +51,8 @@ class RewardEvaluateBody(BaseModel):
 
 def openapi_30(schema: Any) -> Any:
     """JSON Schema 2020-12 from pydantic as OpenAPI 3.0 (drf-spectacular's version): `null`
-    as a type becomes `nullable`, `const` an enum, `$defs` references components."""
+    as a type becomes `nullable`, `const` an enum, a numeric exclusive bound a bound with
+    a boolean flag, `$defs` references components."""
     if isinstance(schema, list):
         return [openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
@@ -61,6 +62,12 @@ def openapi_30(schema: Any) -> Any:
         schema["$ref"] = schema["$ref"].replace("#/$defs/", "#/components/schemas/")
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(schema.get(exclusive), int | float) and not isinstance(
+            schema[exclusive], bool
+        ):
+            schema[bound] = schema[exclusive]
+            schema[exclusive] = True
     for keyword in ("anyOf", "oneOf"):
         options = schema.get(keyword)
         if options and {"type": "null"} in options:
