@@ -33,7 +33,7 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_reward_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_reward_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A reward model trained once per session on the tiny encoder, under its own
     artifact root (`dir.parent.parent`), for tests of what uses a trained model."""
     from worker.ml.rewards import Comparison, TrainConfig, train
@@ -56,11 +56,11 @@ def tiny_reward_dir(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def reward_model(project, tiny_reward_dir: Path, settings):
+def reward_model(project, trained_reward_dir: Path, settings):
     """A RewardModel row of `project` whose files are the session's tiny reward model."""
     from feedback.models import RewardModel
 
-    settings.ARTIFACT_ROOT = tiny_reward_dir.parent.parent
+    settings.ARTIFACT_ROOT = trained_reward_dir.parent.parent
     return RewardModel.objects.create(
         project=project,
         name="tiny",
