@@ -20,6 +20,8 @@ from feedback.jobs import RewardData, RewardTraining
 from feedback.models import Job, Project, RewardModel
 from feedback.rewards import (
     LENGTH_POINTS,
+    active_reward_model,
+    project_reward_models,
     prompt_candidates_ranked,
     reward_length_bins,
     reward_length_points,
@@ -128,7 +130,7 @@ class RewardScoreForm(forms.Form):
 
 
 def _reward_models_page(
-    request: HttpRequest, project: Project, form: RewardTrainForm, status: int = 200
+    request: HttpRequest, project: Project, form: RewardTrainForm
 ) -> HttpResponse:
     context = {
         "project": project,
@@ -136,7 +138,7 @@ def _reward_models_page(
         "jobs": Job.objects.filter(project=project, kind__in=REWARD_JOB_KINDS)[:20],
         "form": form,
     }
-    return render(request, "annotate/reward_models.html", context, status=status)
+    return render(request, "annotate/reward_models.html", context)
 
 
 @login_required
@@ -157,7 +159,8 @@ def reward_model_train(request: HttpRequest, project_id: int) -> HttpResponse:
 
 def _project_model(request: HttpRequest, project_id: int, reward_model_id: int) -> RewardModel:
     project = admin_project(request, project_id)
-    return get_object_or_404(RewardModel, project=project, pk=reward_model_id)
+    models = project_reward_models(project, request.user)
+    return get_object_or_404(models, pk=reward_model_id)
 
 
 def _metric_charts(metrics: dict[str, Any], title: str) -> dict[str, Any]:
@@ -204,7 +207,7 @@ def _reward_model_page(
     evaluations = [
         _metric_charts(evaluation.metrics, f"on {evaluation.project.name}")
         | {"evaluation": evaluation}
-        for evaluation in model.evaluations.select_related("project")
+        for evaluation in model.evaluations.all()
     ]
     jobs = Job.objects.filter(
         kind=Job.Kind.EVALUATE_REWARD,
@@ -287,12 +290,13 @@ BEST_OF_N_PAGE = 10
 def best_of_n(request: HttpRequest, project_id: int) -> HttpResponse:
     """Each prompt's candidates, best first by the active reward model."""
     project = admin_project(request, project_id)
-    model = RewardModel.objects.filter(project=project, is_active=True).first()
+    model = active_reward_model(project)
     prompts = Paginator(project.prompts.order_by("id"), BEST_OF_N_PAGE).get_page(
         request.GET.get("page")
     )
+    model_id = model.pk if model is not None else None
     ranked = [
-        (prompt, prompt_candidates_ranked(prompt=prompt, reward_model_id=model and model.pk))
+        (prompt, prompt_candidates_ranked(prompt=prompt, reward_model_id=model_id))
         for prompt in prompts
     ]
     context = {"project": project, "model": model, "page": prompts, "ranked": ranked}

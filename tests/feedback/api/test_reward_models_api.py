@@ -204,3 +204,17 @@ def test_the_export_carries_a_models_scores_once_every_response_has_one(
     assert "chosen_score" not in export_rows(viewer_client, project, shape="pairs")[0]
     raw = viewer_client.get(export, {"shape": "raw", "scores": model.pk})
     assert raw.status_code == 400 and "scores" in raw.json()["errors"]
+
+
+def test_an_evaluation_on_a_project_the_reader_is_not_in_is_not_shown(
+    project, members, viewer_client
+):
+    model = RewardModelFactory(project=project)
+    elsewhere = ProjectFactory()
+    model.evaluations.create(project=elsewhere, metrics={"accuracy": 0.9})
+    model.evaluations.create(project=project, metrics={"accuracy": 0.7})
+    detail = viewer_client.get(url("reward-model-detail", project, model)).json()
+    assert [e["project"] for e in detail["evaluations"]] == [project.pk]
+    MemberFactory(project=elsewhere, user=members["viewer"], role="viewer")
+    detail = viewer_client.get(url("reward-model-detail", project, model)).json()
+    assert {e["project"] for e in detail["evaluations"]} == {project.pk, elsewhere.pk}
