@@ -58,7 +58,10 @@ def test_only_admins_open_the_reward_model_pages(client, project, annotator, out
 
 def test_the_list_shows_key_metrics_and_the_jobs_page_links_to_it(admin_client, project):
     RewardModelFactory(project=project, name=f"rm {HOSTILE}", is_active=True)
+    job = Job.objects.create(project=project, kind=Job.Kind.TRAIN_REWARD, done=3, total=12)
     body = admin_client.get(page("reward-models", project)).content.decode()
+    assert f'id="job-{job.pk}"' in body and "Train a reward model" in body  # polled progress
+    assert reverse("annotate:job-progress", args=[job.pk]) in body
     assert "0.750" in body and "active" in body  # held-out accuracy
     assert "&lt;script&gt;" in body and "<script>alert" not in body
     assert 'name="backbone"' in body and 'name="learning_rate"' in body
