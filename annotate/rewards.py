@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Literal
 
 from django import forms
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from pydantic import BaseModel
 
 from annotate.jobs import StartKeyField, admin_project, start_from_form
 from feedback import plots
@@ -18,6 +20,8 @@ from feedback.jobs import RewardData, RewardTraining
 from feedback.models import Job, Project, RewardModel
 from feedback.rewards import (
     LENGTH_POINTS,
+    active_reward_model,
+    project_reward_models,
     prompt_candidates_ranked,
     reward_length_bins,
     reward_length_points,
@@ -27,72 +31,68 @@ from feedback.rewards import (
 from feedback.selectors import projects_administered
 
 REWARD_JOB_KINDS = [Job.Kind.TRAIN_REWARD, Job.Kind.SCORE, Job.Kind.EVALUATE_REWARD]
-SOURCES = [("all", "People and judges"), ("annotators", "People"), ("judges", "LLM judges")]
 
 
-def _bool(**kwargs: Any) -> forms.BooleanField:
-    return forms.BooleanField(required=False, **kwargs)
+def form_fields(model: type[BaseModel]) -> dict[str, forms.Field]:
+    """Form fields for a parameters model: its types, bounds, defaults and descriptions,
+    stated once there. Bounds a form field cannot hold (above, not at, a number) are
+    left to the model, whose refusal `start_from_form` shows on the field."""
+    fields: dict[str, forms.Field] = {}
+    for name, info in model.model_fields.items():
+        common = {"initial": info.default, "help_text": info.description or ""}
+        bounds = {
+            key: value
+            for item in info.metadata
+            for key, value in (
+                ("min_value", getattr(item, "ge", None)),
+                ("max_value", getattr(item, "le", None)),
+                ("max_length", getattr(item, "max_length", None)),
+            )
+            if value is not None
+        }
+        if typing.get_origin(info.annotation) is Literal:
+            choices = [(value, value) for value in typing.get_args(info.annotation)]
+            fields[name] = forms.ChoiceField(choices=choices, **common)
+        elif info.annotation is bool:
+            fields[name] = forms.BooleanField(required=False, **common)
+        elif info.annotation is int:
+            fields[name] = forms.IntegerField(**common, **bounds)
+        elif info.annotation is float:
+            fields[name] = forms.FloatField(**common, **bounds)
+        else:
+            fields[name] = forms.CharField(required=False, **common, **bounds)
+    return fields
 
 
 class RewardTrainForm(forms.Form):
-    """A training job's parameters; defaults are `RewardData`'s and `RewardTraining`'s."""
-
-    DATA = list(RewardData.model_fields)
-    TRAINING = list(RewardTraining.model_fields)
+    """A training job: a backbone, the data (`RewardData`) and settings (`RewardTraining`)."""
 
     start_key = StartKeyField()
     name = forms.CharField(max_length=200)
     backbone = forms.CharField(
         max_length=500,
+        initial=lambda: settings.REWARD_DEFAULT_BACKBONE,
         help_text="A hub name, or a directory under an allowed model directory.",
     )
-    backbone_kind = forms.ChoiceField(choices=RewardModel.BackboneKind.choices)
-    # Data: the export's options.
-    pairs = _bool(label="Pairwise choices", help_text="Their strength is the margin.")
-    rankings = _bool(label="Rankings", help_text="Listwise (Plackett-Luce).")
-    ratings = _bool(label="Pairs from ratings")
-    aspect = forms.ChoiceField(required=False, help_text="Pairs from ratings of this aspect only.")
-    spans = _bool(label="Span feedback", help_text="Marked spans as token-level penalties.")
-    margin = _bool(label="Margin column", help_text="Read each pair's strength.")
-    sources = forms.ChoiceField(choices=SOURCES, label="Feedback from")
-    aggregate = forms.ChoiceField(
-        choices=[("none", "Every vote"), ("majority", "Majority per task")]
+    backbone_kind = forms.ChoiceField(
+        choices=RewardModel.BackboneKind.choices, initial=RewardModel.BackboneKind.EMBEDDING
     )
-    min_agreement = forms.FloatField(min_value=0, max_value=1)
-    # Training.
-    use_margin = _bool(help_text="Bradley-Terry with the margin (as TRL's RewardTrainer).")
-    center_rewards_coefficient = forms.FloatField(min_value=0, max_value=1)
-    span_penalty = forms.FloatField(min_value=0, max_value=100)
-    judge_weight = forms.FloatField(
-        min_value=0, max_value=100, help_text="Weight of a judge's label against a person's."
-    )
-    batch_size = forms.IntegerField(min_value=1, max_value=1024)
-    gradient_accumulation_steps = forms.IntegerField(min_value=1, max_value=1024)
-    learning_rate = forms.FloatField(min_value=1e-9, max_value=1)
-    max_epochs = forms.IntegerField(min_value=1, max_value=1000)
-    max_length = forms.IntegerField(min_value=8, max_value=32768, help_text="Tokens.")
-    held_out_share = forms.FloatField(
-        min_value=0, max_value=0.9, help_text="Prompts kept for early stopping and metrics."
-    )
-    patience = forms.IntegerField(min_value=0, max_value=1000)
-    seed = forms.IntegerField(min_value=0, max_value=2**32 - 1)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
-        defaults = {**RewardData().model_dump(), **RewardTraining().model_dump()}
-        initial = {
-            "backbone": settings.REWARD_DEFAULT_BACKBONE,
-            "backbone_kind": RewardModel.BackboneKind.EMBEDDING,
-            **defaults,
-        }
-        super().__init__(*args, initial=initial, **kwargs)
-        aspects = project.aspects.values_list("name", flat=True)
-        self.fields["aspect"].choices = [("", "All, each to 0-1"), *((a, a) for a in aspects)]
+        super().__init__(*args, **kwargs)
+        self.fields |= form_fields(RewardData) | form_fields(RewardTraining)
+        aspects = [(name, name) for name in project.aspects.values_list("name", flat=True)]
+        self.fields["aspect"] = forms.ChoiceField(
+            choices=[("", "All, each scaled to 0-1"), *aspects],
+            required=False,
+            help_text=RewardData.model_fields["aspect"].description,
+        )
 
     def data_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in self.DATA]
+        return [self[name] for name in RewardData.model_fields]
 
     def training_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in self.TRAINING]
+        return [self[name] for name in RewardTraining.model_fields]
 
     def params(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -100,8 +100,8 @@ class RewardTrainForm(forms.Form):
             "name": data["name"],
             "backbone": data["backbone"],
             "backbone_kind": data["backbone_kind"],
-            "data": {name: data[name] for name in self.DATA},
-            "training": {name: data[name] for name in self.TRAINING},
+            "data": {name: data[name] for name in RewardData.model_fields},
+            "training": {name: data[name] for name in RewardTraining.model_fields},
         }
 
 
@@ -130,7 +130,7 @@ class RewardScoreForm(forms.Form):
 
 
 def _reward_models_page(
-    request: HttpRequest, project: Project, form: RewardTrainForm, status: int = 200
+    request: HttpRequest, project: Project, form: RewardTrainForm
 ) -> HttpResponse:
     context = {
         "project": project,
@@ -138,7 +138,7 @@ def _reward_models_page(
         "jobs": Job.objects.filter(project=project, kind__in=REWARD_JOB_KINDS)[:20],
         "form": form,
     }
-    return render(request, "annotate/reward_models.html", context, status=status)
+    return render(request, "annotate/reward_models.html", context)
 
 
 @login_required
@@ -159,7 +159,8 @@ def reward_model_train(request: HttpRequest, project_id: int) -> HttpResponse:
 
 def _project_model(request: HttpRequest, project_id: int, reward_model_id: int) -> RewardModel:
     project = admin_project(request, project_id)
-    return get_object_or_404(RewardModel, project=project, pk=reward_model_id)
+    models = project_reward_models(project, request.user)
+    return get_object_or_404(models, pk=reward_model_id)
 
 
 def _metric_charts(metrics: dict[str, Any], title: str) -> dict[str, Any]:
@@ -206,7 +207,7 @@ def _reward_model_page(
     evaluations = [
         _metric_charts(evaluation.metrics, f"on {evaluation.project.name}")
         | {"evaluation": evaluation}
-        for evaluation in model.evaluations.select_related("project")
+        for evaluation in model.evaluations.all()
     ]
     jobs = Job.objects.filter(
         kind=Job.Kind.EVALUATE_REWARD,
@@ -289,12 +290,13 @@ BEST_OF_N_PAGE = 10
 def best_of_n(request: HttpRequest, project_id: int) -> HttpResponse:
     """Each prompt's candidates, best first by the active reward model."""
     project = admin_project(request, project_id)
-    model = RewardModel.objects.filter(project=project, is_active=True).first()
+    model = active_reward_model(project)
     prompts = Paginator(project.prompts.order_by("id"), BEST_OF_N_PAGE).get_page(
         request.GET.get("page")
     )
+    model_id = model.pk if model is not None else None
     ranked = [
-        (prompt, prompt_candidates_ranked(prompt=prompt, reward_model_id=model and model.pk))
+        (prompt, prompt_candidates_ranked(prompt=prompt, reward_model_id=model_id))
         for prompt in prompts
     ]
     context = {"project": project, "model": model, "page": prompts, "ranked": ranked}

@@ -166,26 +166,30 @@ class JudgeParams(BaseModel):
 
 
 class RewardData(BaseModel):
-    """Which feedback a reward model learns from or is evaluated on, as export queries.
-
-    `pairs`: pairwise choices (their strength is the margin when `margin`); `rankings`:
-    whole rankings (listwise in training, their pairs in evaluation); `ratings`: pairs from
-    ratings (of `aspect` only, when given); `spans`: marked spans as penalties on the
-    responses they mark. `sources`, `aggregate` and `min_agreement` mean what they mean to
-    the export.
-    """
+    """Which feedback a reward model learns from or is evaluated on, as export queries:
+    `sources`, `aggregate` and `min_agreement` mean what they mean to the export."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    pairs: bool = True
-    rankings: bool = False
-    ratings: bool = False
-    aspect: str = Field("", max_length=100)
-    spans: bool = False
-    margin: bool = True
-    sources: Literal["all", "annotators", "judges"] = "all"
-    aggregate: Literal["none", "majority"] = "none"
-    min_agreement: float = Field(0.0, ge=0, le=1)
+    pairs: bool = Field(True, description="Pairwise choices.")
+    rankings: bool = Field(
+        False, description="Rankings: listwise in training, their pairs in evaluation."
+    )
+    ratings: bool = Field(False, description="Pairs from ratings.")
+    aspect: str = Field(
+        "", max_length=100, description="Pairs from ratings of this aspect only (default: all)."
+    )
+    spans: bool = Field(False, description="Marked spans as penalties on what they mark.")
+    margin: bool = Field(True, description="Read each pair's strength as its margin.")
+    sources: Literal["all", "annotators", "judges"] = Field(
+        "all", description="People's feedback, judges' or both."
+    )
+    aggregate: Literal["none", "majority"] = Field(
+        "none", description="Every vote, or the majority per task."
+    )
+    min_agreement: float = Field(
+        0.0, ge=0, le=1, description="With majority: drop pairs whose winning share is lower."
+    )
 
     @model_validator(mode="after")
     def some_preferences(self) -> RewardData:
@@ -196,31 +200,40 @@ class RewardData(BaseModel):
 
 class RewardTraining(BaseModel):
     """Training settings, passed to `worker.ml.rewards.TrainConfig` (its defaults, but a
-    larger learning rate and held-out share: small sets, heads trained from scratch).
-
-    `center_rewards_coefficient` 0 is off; `span_penalty` weighs span feedback (0: none);
-    `judge_weight` a judge's label against a person's; `eval_steps` 0 evaluates once per
-    epoch; `patience` 0 trains every epoch; `heads` above 1 add bootstrap heads.
-    """
+    larger held-out share: project data sets are small)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    use_margin: bool = True
-    center_rewards_coefficient: float = Field(0.0, ge=0, le=1)
-    span_penalty: float = Field(0.0, ge=0, le=100)
-    judge_weight: float = Field(1.0, ge=0, le=100)
-    batch_size: int = Field(16, ge=1, le=1024)
+    use_margin: bool = Field(True, description="Bradley-Terry with the margin (as TRL's).")
+    center_rewards_coefficient: float = Field(
+        0.0, ge=0, le=1, description="TRL's reward centering; 0 is off, TRL suggests 0.01."
+    )
+    span_penalty: float = Field(
+        0.0, ge=0, le=100, description="Weight of span feedback as token penalties; 0: none."
+    )
+    judge_weight: float = Field(
+        1.0, ge=0, le=100, description="Weight of a judge's label against a person's."
+    )
+    batch_size: int = Field(16, ge=1, le=1024, description="Pairs or rankings per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
     learning_rate: float = Field(1e-4, gt=0, le=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_epochs: int = Field(3, ge=1, le=1000)
-    max_length: int = Field(512, ge=8, le=32768)
-    held_out_share: float = Field(0.2, ge=0, lt=1)
-    eval_steps: int = Field(0, ge=0, le=10**6)
-    patience: int = Field(2, ge=0, le=1000)
+    max_length: int = Field(512, ge=8, le=32768, description="Tokens of prompt and response.")
+    held_out_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of prompts held out for early stopping and metrics."
+    )
+    eval_steps: int = Field(
+        0, ge=0, le=10**6, description="Steps between evaluations; 0: per epoch."
+    )
+    patience: int = Field(
+        2, ge=0, le=1000, description="Evaluations without progress before stopping; 0: never."
+    )
     early_stopping_metric: Literal["loss", "accuracy"] = "loss"
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    heads: int = Field(1, ge=1, le=64)
+    heads: int = Field(
+        1, ge=1, le=64, description="Reward heads; above 1, bootstrap heads for uncertainty."
+    )
 
 
 class RewardTrainParams(BaseModel):
@@ -561,11 +574,15 @@ def _enqueue(job: Job) -> None:
     registered: the loader imports the worker's task modules, as a worker does.
     """
     name = TASK_NAMES[job.kind]
-    if celery_app.conf.task_always_eager:
-        celery_app.loader.import_default_modules()
-        transaction.on_commit(lambda: celery_app.tasks[name].delay(job.pk))
-    else:
-        transaction.on_commit(lambda: celery_app.send_task(name, args=(job.pk,)))
+
+    def send() -> None:
+        if celery_app.conf.task_always_eager:
+            celery_app.loader.import_default_modules()
+            celery_app.tasks[name].delay(job.pk)
+        else:
+            celery_app.send_task(name, args=(job.pk,))
+
+    transaction.on_commit(send)
 
 
 def score_new_responses(*, project: Project) -> Job | None:

@@ -7,7 +7,6 @@ directory, and deleting the row removes it once the deletion is committed.
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 from collections.abc import Sequence
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, FilteredRelation, FloatField, Q, QuerySet, Value
+from django.db.models import F, FilteredRelation, FloatField, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Length
 
 from feedback.jobs import score_new_responses
@@ -30,9 +30,8 @@ from feedback.models import (
     RewardEvaluation,
     RewardModel,
 )
+from feedback.selectors import projects_for_user
 from feedback.services import FeedbackError
-
-logger = logging.getLogger(__name__)
 
 REWARD_MODEL_DIR = "reward_models"
 
@@ -184,8 +183,15 @@ def responses_with_score(
     )
 
 
-def project_reward_models(project: Project) -> QuerySet[RewardModel]:
-    return RewardModel.objects.filter(project=project).prefetch_related("evaluations")
+def project_reward_models(project: Project, reader: AbstractBaseUser) -> QuerySet[RewardModel]:
+    """The project's models with their evaluations on the projects `reader` belongs to: an
+    evaluation on another project tells of that project's feedback."""
+    readable = RewardEvaluation.objects.filter(
+        project__in=projects_for_user(reader).values("pk")
+    ).select_related("project")
+    return RewardModel.objects.filter(project=project).prefetch_related(
+        Prefetch("evaluations", queryset=readable)
+    )
 
 
 def active_reward_model(project: Project) -> RewardModel | None:

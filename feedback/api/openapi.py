@@ -80,8 +80,8 @@ class RoundStartBody(BaseModel):
 
 def openapi_30(schema: Any) -> Any:
     """JSON Schema 2020-12 from pydantic as OpenAPI 3.0 (drf-spectacular's version): `null`
-    as a type becomes `nullable`, `const` an enum, a strict bound a flagged one, `$defs`
-    references components."""
+    as a type becomes `nullable`, `const` an enum, a numeric exclusive bound a bound with
+    a boolean flag, `$defs` references components."""
     if isinstance(schema, list):
         return [openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
@@ -91,11 +91,12 @@ def openapi_30(schema: Any) -> Any:
         schema["$ref"] = schema["$ref"].replace("#/$defs/", "#/components/schemas/")
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
-    # 2020-12 states a strict bound as its value (`lt=1`); 3.0 as a flag on the bound.
-    for strict, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(schema.get(strict), int | float) and not isinstance(schema[strict], bool):
-            schema[bound] = schema.pop(strict)
-            schema[strict] = True
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(schema.get(exclusive), int | float) and not isinstance(
+            schema[exclusive], bool
+        ):
+            schema[bound] = schema[exclusive]
+            schema[exclusive] = True
     for keyword in ("anyOf", "oneOf"):
         options = schema.get(keyword)
         if options and {"type": "null"} in options:

@@ -375,7 +375,7 @@ class RewardModelListApi(ProjectScoped, generics.ListAPIView):
     parser_classes = [JSONWithoutNulParser]
 
     def project_queryset(self):
-        return rewards.project_reward_models(self.project)
+        return rewards.project_reward_models(self.project, self.request.user)
 
     @extend_schema(
         request=RewardTrainParams, responses={202: s.JobSerializer}, parameters=[KEY_PARAMETER]
@@ -398,7 +398,8 @@ class RewardModelScoped(ProjectScoped):
     @cached_property
     def reward_model(self) -> RewardModel:
         return generics.get_object_or_404(
-            rewards.project_reward_models(self.project), pk=self.kwargs["reward_model_id"]
+            rewards.project_reward_models(self.project, self.request.user),
+            pk=self.kwargs["reward_model_id"],
         )
 
 

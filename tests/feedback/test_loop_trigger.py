@@ -1,12 +1,9 @@
 """The loop's trigger: people's pairwise answers, once committed, start the next round when
-the batch is answered; once, however many answers see the threshold at the same time."""
+the batch is answered (concurrent answers: tests/worker/test_loop_trigger_race.py)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from feedback import queue
@@ -21,7 +18,6 @@ from tests.factories import (
     UserFactory,
     hard_prompt,
 )
-from tests.worker.test_celery_worker import broker  # noqa: F401 (a fixture)
 
 
 def looping_project(retrain_every: int, annotators: int = 1) -> tuple[Project, list, list[Task]]:
@@ -106,34 +102,3 @@ def test_other_answers_and_a_loop_turned_off_start_nothing(django_capture_on_com
     answer_and_commit(django_capture_on_commit_callbacks, tasks[0], ann)
     assert not SelectionRound.objects.filter(project=project).exists()
     assert loop_labels_committed(project_id=project.pk) is None
-
-
-@pytest.mark.django_db(transaction=True)
-def test_answers_committed_at_once_past_the_threshold_start_one_round(broker, caplog):  # noqa: F811
-    project, annotators, tasks = looping_project(retrain_every=2, annotators=4)
-    answer(tasks[0], annotators[0])  # one label in: each of the next makes two
-    start = threading.Barrier(len(annotators))
-    errors: list[BaseException] = []
-
-    def submit(task: Task, annotator) -> None:
-        try:
-            start.wait()
-            answer(task, annotator)  # autocommit: the hook runs as the answer commits
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=submit, args=(task, ann))
-        for task, ann in zip(tasks[1:], annotators, strict=False)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    # No start failed on the unique round number: the second waited and found the first.
-    assert errors == [] and not [r for r in caplog.records if r.levelname == "ERROR"]
-    assert SelectionRound.objects.filter(project=project).count() == 1
-    assert Job.objects.filter(project=project, kind=Job.Kind.SELECT).count() == 1

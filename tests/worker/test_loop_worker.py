@@ -23,7 +23,7 @@ from tests.factories import (
     UserFactory,
     hard_prompt,
 )
-from tests.worker.test_celery_worker import broker, start_worker, wait_for  # noqa: F401
+from tests.worker.celery_worker import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -49,7 +49,7 @@ def answer(project: Project, annotator) -> Task:
 
 
 def test_two_rounds_of_the_loop_change_what_people_get_next(
-    start_worker,  # noqa: F811 (the fixture imported above)
+    start_worker,
     tiny_encoder_dir,
     tmp_path,
     settings,

@@ -18,9 +18,22 @@ from feedback.models import (
     Submission,
 )
 from feedback.services import FeedbackError
-from tests.factories import JudgeFactory, MemberFactory, ProjectFactory, UserFactory, feedback_fill
+from tests.factories import (
+    JudgeFactory,
+    MemberFactory,
+    ProjectFactory,
+    PromptFactory,
+    RewardModelFactory,
+    UserFactory,
+    feedback_fill,
+)
 from tests.worker.conftest import claimed_job
-from worker.runs import reward_evaluation_run, reward_training_run, scoring_run
+from worker.runs import (
+    generation_run,
+    reward_evaluation_run,
+    reward_training_run,
+    scoring_run,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -139,3 +152,17 @@ def test_evaluation_on_another_projects_feedback_is_stored_by_project(reward_mod
     again = claimed_job(other, Job.Kind.EVALUATE_REWARD, {"reward_model_id": reward_model.pk})
     reward_evaluation_run(again, job_params(again))
     assert RewardEvaluation.objects.get(reward_model=reward_model, project=other).job == again
+
+
+def test_a_finished_generation_job_has_its_responses_scored_by_the_active_model(project, scripted):
+    PromptFactory(project=project)
+    generate = {"models": [{"name": "scripted"}], "n": 2, "temperature": 1.0}
+    job = claimed_job(project, Job.Kind.GENERATE, generate)
+    generation_run(job, job_params(job), load=scripted(lambda prompt: f"answer {prompt}"))
+    assert not Job.objects.filter(kind=Job.Kind.SCORE).exists()  # no active model
+
+    model = RewardModelFactory(project=project, is_active=True)
+    job = claimed_job(project, Job.Kind.GENERATE, generate)
+    generation_run(job, job_params(job), load=scripted(lambda prompt: f"other {prompt}"))
+    scoring = Job.objects.get(kind=Job.Kind.SCORE)
+    assert scoring.status == Job.Status.QUEUED and scoring.params["reward_model_id"] == model.pk

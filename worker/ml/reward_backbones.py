@@ -169,8 +169,13 @@ def _disable_dropout(model: nn.Module) -> None:
 class RewardNet(nn.Module):
     """A backbone with `heads` scalar reward heads and an optional per-token penalty head.
 
-    `forward` returns (rewards (n, heads), token rewards (n, L) over the row's `ids` or
-    None); the token rewards are already summed into the rewards.
+    `forward` returns (preference rewards (n, heads), token rewards (n, L) over the row's
+    `ids`, 0 outside the response, or None). The two are trained apart: the preference
+    heads on preferences, the token head on span labels only, as the separate fine-grained
+    reward models of Wu et al. 2023. Trained together on one sum, the preference head
+    learns to cancel a penalty wherever the flagged text tends to be in chosen responses.
+    `reward` adds them: a response's reward is its preference reward plus the token
+    rewards of its response tokens.
     """
 
     kind: BackboneKind
@@ -185,13 +190,16 @@ class RewardNet(nn.Module):
     def save(self, out_dir: Path) -> None:
         raise NotImplementedError
 
-    def _add_token_rewards(
-        self, rewards: torch.Tensor, hidden: torch.Tensor, response_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.token_head is None:
-            return rewards, None
-        token_rewards = self.token_head(hidden).squeeze(-1) * response_mask
-        return rewards + token_rewards.sum(dim=1, keepdim=True).to(rewards.dtype), token_rewards
+    def reward(self, rows: list[TextRow]) -> torch.Tensor:
+        """What a scorer returns, (n, heads): preference rewards plus summed token rewards."""
+        rewards, token_rewards = self(rows)
+        if token_rewards is None:
+            return rewards
+        return rewards + token_rewards.sum(dim=1, keepdim=True).float()
+
+    def _token_rewards(self, hidden: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        assert self.token_head is not None
+        return self.token_head(hidden).squeeze(-1).float() * response_mask
 
     def _save_heads(self, out_dir: Path, modules: dict[str, nn.Module | None]) -> None:
         from safetensors.torch import save_file
@@ -287,7 +295,7 @@ class SequenceClassifierNet(RewardNet):
         if self.token_head is None:
             return rewards, None
         response = (response_offsets(rows, ids.shape[1])[..., 0] >= 0).to(device)
-        return self._add_token_rewards(rewards, out.hidden_states[-1], response)
+        return rewards, self._token_rewards(out.hidden_states[-1], response)
 
     def save(self, out_dir: Path) -> None:
         self.model.save_pretrained(out_dir)
@@ -378,7 +386,7 @@ class EmbeddingNet(RewardNet):
         if self.token_head is None:
             return rewards, None
         response = (response_offsets(rows, tokens.shape[1])[..., 0] >= 0).to(tokens.device)
-        return self._add_token_rewards(rewards, tokens, response & mask.bool())
+        return rewards, self._token_rewards(tokens, response & mask.bool())
 
     def save(self, out_dir: Path) -> None:
         self.encoder.save(str(out_dir / ENCODER_DIR))

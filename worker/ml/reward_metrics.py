@@ -145,11 +145,17 @@ def _correlation(x: np.ndarray, y: np.ndarray, *, rank: bool) -> float | None:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     if rank:
-        from scipy.stats import rankdata  # loaded when metrics are computed, not on import
-
-        x, y = rankdata(x), rankdata(y)
+        x, y = _average_ranks(x), _average_ranks(y)
     r = float(np.corrcoef(x, y)[0, 1])
     return None if math.isnan(r) else r
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, equal values sharing their mean rank (as scipy's rankdata, minus 1)."""
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
 def _by_source(correct: np.ndarray, comparisons: Sequence[Comparison]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ Objectives (pure tensor functions, so they can be tested alone):
 - `plackett_luce_loss`: listwise, for rankings; equal to Bradley-Terry for two items.
 - `span_penalty_loss`: fine-grained feedback (Wu et al. 2023, "Fine-Grained Human Feedback
   Gives Better Rewards"): a per-token reward head whose tokens inside flagged spans are
-  pushed to -severity and the rest of a reviewed response to 0. The token rewards are summed
-  into the response's reward, so a flagged phrase lowers it wherever it appears.
+  pushed to -severity and the rest of a reviewed response to 0. It learns from span labels
+  only; its token rewards are added to the preference reward when scoring, so a flagged
+  phrase lowers a response's reward wherever it appears (more flagged tokens, lower).
 
 `train` fine-tunes a backbone: a transformers sequence-classification model (one reward per
 head) or a sentence-transformers model with a linear head over (prompt, response) features.
@@ -22,6 +23,7 @@ The fast path for active selection works on frozen embeddings: `Embedder` encode
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.ml.device import Device, pick_device, seed_everything
+from worker.ml.device import Device, cpu_bf16_is_fast, pick_device, seed_everything
 from worker.ml.reward_backbones import (
     BackboneKind,
     EmbeddingNet,
@@ -50,6 +52,7 @@ from worker.ml.reward_metrics import evaluate
 Prompt = str | Sequence[Message]
 Span = tuple[int, int, float]  # (start, end) characters of a response, severity 0..1
 Progress = Callable[[dict[str, Any]], None]
+Precision = Literal["auto", "fp32", "bf16"]
 
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
@@ -263,10 +266,17 @@ def plackett_luce_loss(rewards: torch.Tensor, lengths: torch.Tensor) -> torch.Te
 def span_penalty_loss(
     token_rewards: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Mean squared distance of reviewed tokens' rewards to their targets (-severity inside
-    a flagged span, 0 elsewhere in a reviewed response); 0 when nothing was reviewed."""
-    squared = (token_rewards - targets) ** 2 * mask
-    return squared.sum() / mask.sum().clamp(min=1)
+    """Squared distance of reviewed tokens' rewards to their targets (-severity inside a
+    flagged span, 0 elsewhere in a reviewed response), averaged over the flagged tokens and
+    over the clean ones apart: flagged tokens are few, and a plain mean would let the clean
+    majority hold every token reward near 0. 0 when nothing was reviewed."""
+    squared = (token_rewards - targets) ** 2
+    flagged = mask * (targets < 0)
+    clean = mask * (targets >= 0)
+    loss = torch.zeros((), device=token_rewards.device)
+    for part in (flagged, clean):
+        loss = loss + (squared * part).sum() / part.sum().clamp(min=1)
+    return loss
 
 
 def token_penalty_targets(offsets: np.ndarray, spans: Iterable[Span]) -> np.ndarray:
@@ -307,6 +317,8 @@ class TrainConfig:
     then the best weights are restored; 0 trains all epochs and keeps the last weights.
     heads: reward heads; head 0 learns from all rows, the others from Poisson(1) bootstrap
     weights, so their spread is an uncertainty estimate.
+    precision: "auto" is bf16 autocast where bf16 is fast (CUDA, CPUs with AMX), else fp32;
+    it applies to training, evaluation and the scorer.
     """
 
     backbone: str
@@ -331,6 +343,7 @@ class TrainConfig:
     early_stopping_metric: Literal["loss", "accuracy"] = "loss"
     seed: int = 0
     heads: int = 1
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "gradient_accumulation_steps", "max_epochs", "heads")
@@ -350,6 +363,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.ties must be 'skip' or 'half'")
         if self.early_stopping_metric not in ("loss", "accuracy"):
             raise ValueError("TrainConfig.early_stopping_metric must be 'loss' or 'accuracy'")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError("TrainConfig.precision must be 'auto', 'fp32' or 'bf16'")
         if self.backbone_kind not in ("sequence-classification", "embedding"):
             raise ValueError(
                 "TrainConfig.backbone_kind must be sequence-classification or embedding"
@@ -452,7 +467,7 @@ def _training_items(
     return items
 
 
-def _length_grouped(
+def length_grouped_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator, mega: int = 50
 ) -> list[np.ndarray]:
     """Batches of similar lengths in random order, as transformers' LengthGroupedSampler:
@@ -532,23 +547,27 @@ def _span_loss(
 
 
 @torch.inference_mode()
-def _rewards(net: RewardNet, rows: list[TextRow], batch_size: int, device: Device) -> np.ndarray:
+def _rewards(
+    net: RewardNet, rows: list[TextRow], batch_size: int, device: Device, precision: Precision
+) -> np.ndarray:
     """Rewards (heads, n) of rows, batched longest first with dynamic padding."""
     out = np.zeros((net.heads, len(rows)), dtype=np.float32)
     order = np.argsort([-row.length for row in rows], kind="stable")
-    with _autocast(device):
+    with _autocast(device, precision):
         for begin in range(0, len(order), batch_size):
             chunk = order[begin : begin + batch_size]
-            rewards, _ = net([rows[i] for i in chunk])
+            rewards = net.reward([rows[i] for i in chunk])
             out[:, chunk] = rewards.float().cpu().numpy().T
     return out
 
 
-def _autocast(device: Device) -> Any:
-    """bf16 autocast on CUDA (weights stay fp32 for the optimizer); nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=device.dtype)
-    return torch.autocast("cpu", enabled=False)
+def _autocast(device: Device, precision: Precision) -> Any:
+    """bf16 autocast (weights stay fp32 for the optimizer) when asked, or with "auto" where
+    bf16 matrix products are fast: GPUs with bf16, CPUs with AMX (TRL trains in bf16 by
+    default too). Otherwise fp32: emulated CPU bf16 is slower than fp32."""
+    fast = device.dtype == torch.bfloat16 if device.type == "cuda" else cpu_bf16_is_fast()
+    bf16 = precision == "bf16" or (precision == "auto" and fast)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 class _HeldOut:
@@ -565,12 +584,16 @@ class _HeldOut:
         self.rejected = [slot[row] for row in rejected]
         human = np.array([p.source == "human" for p in pairs], dtype=bool)
         self.target = human if human.any() else np.ones(len(pairs), dtype=bool)
+        empty = np.zeros(0, dtype=np.float32)
+        self.latest: tuple[np.ndarray, np.ndarray] = (empty, empty)  # of the last evaluation
 
     def rewards(
         self, net: RewardNet, rows: list[TextRow], config: TrainConfig, device: Device
     ) -> tuple[np.ndarray, np.ndarray]:
         """Head 0's rewards of (chosen, rejected) of every held-out pair."""
-        rewards = _rewards(net, [rows[i] for i in self.row_ids], config.eval_batch_size, device)
+        rewards = _rewards(
+            net, [rows[i] for i in self.row_ids], config.eval_batch_size, device, config.precision
+        )
         return rewards[0, self.chosen], rewards[0, self.rejected]
 
     def measure(
@@ -605,9 +628,10 @@ class _BestWeights:
         self.score = math.inf
         self.step = 0
         self.state: dict[str, torch.Tensor] | None = None
+        self.rewards: tuple[np.ndarray, np.ndarray] | None = None  # held-out, at the best
         self.misses = 0
 
-    def update(self, net: nn.Module, point: dict[str, Any]) -> bool:
+    def update(self, net: nn.Module, point: dict[str, Any], held: _HeldOut) -> bool:
         """Record an evaluation; True when training should stop."""
         if not self.patience or point[self.key] is None:
             return False
@@ -615,6 +639,7 @@ class _BestWeights:
         if score < self.score:
             self.score, self.step, self.misses = score, point["step"], 0
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+            self.rewards = held.latest
             return False
         self.misses += 1
         return self.misses >= self.patience
@@ -667,13 +692,12 @@ def train(
     rows = net.rows(texts.prompts, texts.responses, config.max_length)
     curve, best, seen = _fit(net, rows, items, held, config, device, rng, progress)
     seconds = time.perf_counter() - started
-    if best.state is not None:
+    # The held-out rewards of the kept weights were computed at their evaluation.
+    chosen, rejected = held.latest
+    if best.state is not None and best.rewards is not None:
         net.load_state_dict(best.state)
+        chosen, rejected = best.rewards
     net.eval()
-
-    chosen = rejected = np.zeros(0, dtype=np.float32)
-    if held.pairs:
-        chosen, rejected = held.rewards(net, rows, config, device)
     last = curve[-1]
     metrics: dict[str, Any] = {
         "held_out": evaluate(chosen, rejected, held.pairs) if held.pairs else None,
@@ -730,10 +754,10 @@ def _fit(
     running = torch.zeros((), device=device.torch)
     net.train()
     for _ in range(config.max_epochs):
-        batches = _length_grouped(lengths, config.batch_size, rng)
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
         for number, batch in enumerate(batches):
             chunk = [items[i] for i in batch]
-            with _autocast(device):
+            with _autocast(device, config.precision):
                 loss = _batch_loss(net, rows, chunk, config)
             (loss / accumulate).backward()
             running += loss.detach()  # read at evaluations only: no sync per step
@@ -765,7 +789,7 @@ def _fit(
             curve.append(point)
             if progress:
                 progress({"phase": "eval", **point})
-            if best.update(net, point):
+            if best.update(net, point, held):
                 return curve, best, seen
     return curve, best, seen
 
@@ -776,7 +800,8 @@ def _evaluation(
     if not held.pairs:
         return {"held_out_loss": None, "held_out_accuracy": None}
     net.eval()
-    loss, accuracy = held.measure(*held.rewards(net, rows, config, device), config)
+    held.latest = held.rewards(net, rows, config, device)
+    loss, accuracy = held.measure(*held.latest, config)
     net.train()
     return {"held_out_loss": loss, "held_out_accuracy": accuracy}
 
@@ -823,7 +848,7 @@ class RewardScorer:
             return np.zeros((self.heads, 0), dtype=np.float32)
         messages = [as_messages(prompt) for prompt in prompts]
         rows = self.net.rows(messages, list(responses), self.config.max_length)
-        return _rewards(self.net, rows, batch_size, self.device)
+        return _rewards(self.net, rows, batch_size, self.device, self.config.precision)
 
     def score(
         self, prompts: Sequence[Prompt], responses: Sequence[str], batch_size: int = 32
@@ -857,16 +882,24 @@ class Embedder:
 
     `encode` returns `pair_features` (n, 2d) float32: each distinct prompt and response is
     encoded once, longest first in batches, so a data set is embedded once and the linear
-    heads of `fit_heads` can then be refitted thousands of times.
+    heads of `fit_heads` can then be refitted thousands of times. fp32 by default, so a
+    pair's features do not depend on the batch it was encoded in (bf16 kernels differ
+    by batch shape); precision="auto" trades that for speed (see `TrainConfig.precision`).
     """
 
     def __init__(
-        self, model_dir: str | Path, *, device: Device | None = None, max_length: int = 256
+        self,
+        model_dir: str | Path,
+        *,
+        device: Device | None = None,
+        max_length: int = 256,
+        precision: Precision = "fp32",
     ) -> None:
         self.device = device or pick_device()
         self.net = EmbeddingNet(model_dir, heads=1, token_head=False, trained=False)
         self.net.to(self.device.torch).eval()
         self.max_length = max_length
+        self.precision = precision
 
     @property
     def dim(self) -> int:
@@ -883,7 +916,7 @@ class Embedder:
             return out
         rows = self.net.rows([as_messages(p) for p in prompts], list(responses), self.max_length)
         order = np.argsort([-row.length for row in rows], kind="stable")
-        with _autocast(self.device):
+        with _autocast(self.device, self.precision):
             for begin in range(0, len(order), batch_size):
                 chunk = order[begin : begin + batch_size]
                 features, _, _ = self.net.embed([rows[i] for i in chunk])
@@ -934,8 +967,19 @@ def fit_heads(
         return loss, grad.ravel()
 
     start = np.zeros(heads * d) if init is None else np.asarray(init, np.float64).ravel()
-    fit = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    # These products are small: BLAS threads cost more than they save (100 ms instead of
+    # 4 ms a fit of 500 x 768 on a busy 2-core machine).
+    with _blas().limit(limits=1, user_api="blas"):
+        fit = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     return fit.x.reshape(heads, d).astype(np.float32)
+
+
+@functools.cache
+def _blas() -> Any:
+    """The process's thread-pool controller, built once (it scans the loaded libraries)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def head_scores(heads: np.ndarray, features: np.ndarray) -> np.ndarray:
