@@ -19,7 +19,7 @@ from feedback.loop import (
     round_start,
     round_table,
 )
-from feedback.models import Judge, LoopConfig, Project, RewardModel, SelectionRound
+from feedback.models import LoopConfig, Project, RewardModel, SelectionRound
 from feedback.services import FeedbackError
 
 LOOP_FIELDS = [
@@ -69,11 +69,6 @@ class LoopForm(forms.Form):
         }
         super().__init__(*args, initial=initial, **kwargs)
         self.fields.update(forms.fields_for_model(LoopConfig, fields=LOOP_FIELDS))
-        self.fields["judge"] = forms.ModelChoiceField(
-            Judge.objects.all(),
-            required=False,
-            help_text=LoopConfig._meta.get_field("judge").help_text,
-        )
         self.order_fields([*LOOP_FIELDS, "retrain"])
 
     def changes(self) -> dict[str, Any]:
