@@ -448,12 +448,11 @@ def _training_items(
             continue
         items.append(
             _Item(
-                (texts.add(c.prompt, c.chosen), texts.add(c.prompt, c.rejected)),
-                weight,
-                False,
-                c.margin if config.use_margin else 0.0,
-                c.tie,
-                (c.chosen_penalties, c.rejected_penalties),
+                rows=(texts.add(c.prompt, c.chosen), texts.add(c.prompt, c.rejected)),
+                weight=weight,
+                margin=c.margin if config.use_margin else 0.0,
+                tie=c.tie,
+                penalties=(c.chosen_penalties, c.rejected_penalties),
             )
         )
     for r in rankings:
@@ -736,8 +735,9 @@ def _fit(
     accumulate = config.gradient_accumulation_steps
     steps_per_epoch = math.ceil(math.ceil(len(items) / config.batch_size) / accumulate)
     total = steps_per_epoch * config.max_epochs
+    # Fused: one kernel per step instead of ~10 per tensor (Trainer's default as well).
     optimizer = torch.optim.AdamW(
-        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
     warmup = int(config.warmup_ratio * total)
 
