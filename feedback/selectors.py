@@ -2,15 +2,29 @@
 
 import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import F, FilteredRelation, Prefetch, Q, QuerySet, Value
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FilteredRelation,
+    FloatField,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -371,7 +385,380 @@ def project_consistency(*, project: Project) -> dict[str, Any]:
     }
 
 
-# --- The annotator's queue and task screen -------------------------------------------
+# --- Leaderboard -------------------------------------------------------------------------
+# Counted in the database, grouped by task (and by response pair for rankings): a million
+# votes become a row per task, with the two responses' prompt, models and style columns.
+# The fit, the bootstrap and style control run on those counts (feedback.leaderboard).
+
+LEADERBOARD_LEVEL = 0.95  # of the intervals
+LEADERBOARD_MIN_VOTES = 30  # a model with fewer comparisons is marked
+
+
+@dataclass(frozen=True)
+class ModelStanding:
+    """One model's line of the leaderboard; ratings on the Elo scale (mean 1000)."""
+
+    model: str
+    rank: int  # 1 + the models rated higher
+    rating: float
+    rating_low: float | None  # bootstrap percentile interval at LEADERBOARD_LEVEL
+    rating_high: float | None
+    rank_low: int | None  # best and worst rank over the same share of resamples
+    rank_high: int | None
+    votes: int  # comparisons with another model
+    wins: int
+    losses: int
+    ties: int
+    win_rate: float  # (wins + ties / 2) / votes
+    style_rating: float | None  # adjusted for length and Markdown
+    style_rank: int | None
+    online_elo: float | None  # vote by vote, in time order
+    few_votes: bool
+
+
+@dataclass(frozen=True)
+class PairStanding:
+    """Two models' head-to-head record, `model_a` before `model_b` by rating."""
+
+    model_a: str
+    model_b: str
+    votes: int
+    a_wins: int
+    b_wins: int
+    ties: int
+    a_win_rate: float  # (a_wins + ties / 2) / votes
+
+
+@dataclass(frozen=True)
+class StyleEffect:
+    """Log-odds of winning per standard deviation of the normalised difference in one
+    style feature; None where the feature never differed."""
+
+    feature: str
+    coefficient: float | None
+    standard_error: float | None
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    sources: str
+    category: tuple[str, str] | None
+    include_rankings: bool
+    min_votes: int
+    resamples: int
+    level: float
+    votes: int  # pairwise votes (and ranking pairs) between two named models
+    prompts: int
+    first_decided: int  # pairwise votes that chose a side...
+    first_wins: int  # ...and of them, those won by the response shown first (left)
+    models: list[ModelStanding]
+    pairs: list[PairStanding]
+    style: list[StyleEffect]
+
+    @property
+    def first_win_rate(self) -> float | None:
+        """Near 0.5 when the side a response is shown on does not sway the choice."""
+        return self.first_wins / self.first_decided if self.first_decided else None
+
+    def win_rates(self, limit: int | None = None) -> list[list[float | None]]:
+        """Row model's win rate against column model, in rating order (None: never met)."""
+        names = [standing.model for standing in self.models[:limit]]
+        index = {name: n for n, name in enumerate(names)}
+        matrix: list[list[float | None]] = [[None] * len(names) for _ in names]
+        for pair in self.pairs:
+            a, b = index.get(pair.model_a), index.get(pair.model_b)
+            if a is not None and b is not None:
+                matrix[a][b] = pair.a_win_rate
+                matrix[b][a] = 1 - pair.a_win_rate
+        return matrix
+
+
+def _category_filter(prefix: str, category: tuple[str, str] | None) -> tuple[dict, Q]:
+    """Annotations and a filter keeping the votes on prompts whose metadata[key] == value
+    (compared as text, so {"level": 3} matches "3"); the key is sent as a parameter."""
+    if category is None:
+        return {}, Q()
+    key, value = category
+    annotation = {"category_value": KeyTextTransform(key, f"{prefix}task__prompt__metadata")}
+    return annotation, Q(category_value=value)
+
+
+def _vote_sources(
+    project: Project, sources: str, category: tuple[str, str] | None, include_rankings: bool
+) -> tuple[QuerySet, QuerySet | None]:
+    """The slice's current pairwise records and ranking entries, as querysets."""
+    annotation, in_category = _category_filter("submission__", category)
+    pairwise = (
+        PairwiseFeedback.objects.filter(
+            current_from("submission__", sources), submission__task__project=project
+        )
+        .alias(**annotation)
+        .filter(in_category)
+    )
+    if not include_rankings:
+        return pairwise, None
+    annotation, in_category = _category_filter("ranking__submission__", category)
+    entries = (
+        RankingEntry.objects.filter(
+            current_from("ranking__submission__", sources),
+            ranking__submission__task__project=project,
+        )
+        .alias(**annotation)
+        .filter(in_category)
+    )
+    return pairwise, entries
+
+
+STYLE_COLUMNS = ("length", "markdown_headers", "markdown_list_items", "markdown_bold")
+
+
+def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tuple]:
+    """Per task (pairwise) or response pair (rankings): first and second response ids,
+    prompt, first and second model, first wins, second wins, ties, is-pairwise, then
+    the first's and the second's style columns."""
+    per_task = pairwise.values(task=F("submission__task_id")).annotate(
+        first_wins=Count("id", filter=Q(choice=PairwiseFeedback.Choice.A)),
+        second_wins=Count("id", filter=Q(choice=PairwiseFeedback.Choice.B)),
+        ties=Count("id", filter=Q(choice=PairwiseFeedback.Choice.TIE)),
+    )
+    task_sql, params = per_task.query.sql_with_params()
+    links, responses = TaskResponse._meta.db_table, Response._meta.db_table
+    styles = ", ".join(
+        [f"f.{column}" for column in STYLE_COLUMNS] + [f"s.{column}" for column in STYLE_COLUMNS]
+    )
+    selected = "f.id, s.id, f.prompt_id, f.model_name, s.model_name, v.first_wins, v.second_wins"
+    sql = (
+        f"SELECT {selected}, v.ties, 1, {styles} FROM ({task_sql}) v"
+        f" JOIN {links} fl ON fl.task_id = v.task AND fl.position = 0"
+        f" JOIN {links} sl ON sl.task_id = v.task AND sl.position = 1"
+        f" JOIN {responses} f ON f.id = fl.response_id JOIN {responses} s ON s.id = sl.response_id"
+    )
+    params = list(params)
+    if entries is not None:
+        entry_sql, entry_params = entries.values(
+            list_id=F("ranking_id"), item=F("response_id"), place=F("rank")
+        ).query.sql_with_params()
+        sql += (
+            f" UNION ALL SELECT {selected}, 0, 0, {styles} FROM"
+            " (SELECT b.item AS better, w.item AS worse, COUNT(*) AS first_wins,"
+            f" 0 AS second_wins FROM ({entry_sql}) b JOIN ({entry_sql}) w"
+            " ON b.list_id = w.list_id AND b.place < w.place GROUP BY b.item, w.item) v"
+            f" JOIN {responses} f ON f.id = v.better JOIN {responses} s ON s.id = v.worse"
+        )
+        params += [*entry_params, *entry_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+ELO_CHUNK = 100_000  # votes per fetch of the online Elo's ordered stream
+
+
+def _votes_in_time_order(
+    pairwise: QuerySet, entries: QuerySet | None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of (first response ids, second response ids, score of the first), vote by
+    vote in the order the submissions were made; a ranking gives its pairs together."""
+    links = "submission__task__links"
+    scores = Case(
+        When(choice=PairwiseFeedback.Choice.A, then=Value(1.0)),
+        When(choice=PairwiseFeedback.Choice.B, then=Value(0.0)),
+        default=Value(0.5),
+        output_field=FloatField(),
+    )
+    votes = pairwise.annotate(
+        first=FilteredRelation(links, condition=Q(submission__task__links__position=0)),
+        second=FilteredRelation(links, condition=Q(submission__task__links__position=1)),
+    ).values(
+        at=F("submission__created_at"),
+        sid=F("submission_id"),
+        first_id=F("first__response_id"),
+        second_id=F("second__response_id"),
+        score=scores,
+    )
+    sql, params = votes.query.sql_with_params()
+    params = list(params)
+    if entries is not None:
+        entry_sql, entry_params = entries.values(
+            at=F("ranking__submission__created_at"),
+            sid=F("ranking__submission_id"),
+            list_id=F("ranking_id"),
+            item=F("response_id"),
+            place=F("rank"),
+        ).query.sql_with_params()
+        sql = (
+            f"({sql}) UNION ALL (SELECT b.at, b.sid, b.item, w.item, 1.0"
+            f" FROM ({entry_sql}) b JOIN ({entry_sql}) w"
+            " ON b.list_id = w.list_id AND b.place < w.place)"
+        )
+        params += [*entry_params, *entry_params]
+    with connection.chunked_cursor() as cursor:
+        # Ordered by time, which is not fetched: parsing a million timestamps took seconds.
+        cursor.execute(
+            f"SELECT first_id, second_id, score FROM ({sql}) votes ORDER BY at, sid", params
+        )
+        while rows := cursor.fetchmany(ELO_CHUNK):
+            first, second, score = zip(*rows, strict=True)
+            yield np.array(first), np.array(second), np.array(score, dtype=np.float64)
+
+
+def project_leaderboard(
+    *,
+    project: Project,
+    sources: str = "all",
+    category: tuple[str, str] | None = None,
+    include_rankings: bool = False,
+    min_votes: int = LEADERBOARD_MIN_VOTES,
+    resamples: int = 1000,
+    with_online_elo: bool = True,
+    seed: int = 0,
+) -> Leaderboard:
+    """Bradley-Terry ratings of the models (`Response.model_name`) from the project's
+    current pairwise judgments, with bootstrap intervals over prompts, style control,
+    head-to-head records, the left-position win rate and online Elo for comparison.
+
+    `sources`: all, annotators or judges. `category`: (metadata key, value) of the
+    prompts to keep. `include_rankings`: each ranking also counts as the pairwise
+    outcomes it implies. Responses without a model name (written by a person) are not
+    rated; a model against itself (two of its samples) counts for position only.
+    """
+    pairwise, entries = _vote_sources(project, sources, category, include_rankings)
+    rows = _leaderboard_rows(pairwise, entries)
+    shown = [row for row in rows if row[8]]
+    first_decided = sum(row[5] + row[6] for row in shown)
+    first_wins = sum(row[5] for row in shown)
+    rated = [row for row in rows if row[3] and row[4]]
+    names = sorted({row[3] for row in rated} | {row[4] for row in rated})
+    index = {name: n for n, name in enumerate(names)}
+    board = {
+        "sources": sources,
+        "category": category,
+        "include_rankings": include_rankings,
+        "min_votes": min_votes,
+        "resamples": resamples,
+        "level": LEADERBOARD_LEVEL,
+        "first_decided": first_decided,
+        "first_wins": first_wins,
+    }
+    compared = [row for row in rated if row[3] != row[4]]
+    if not compared:
+        return Leaderboard(**board, votes=0, prompts=0, models=[], pairs=[], style=[])
+    from feedback import leaderboard as lb  # numpy and scipy: loaded for a leaderboard only
+
+    columns = list(zip(*rated, strict=True))
+    prompts, prompt_index = np.unique(np.array(columns[2]), return_inverse=True)
+    comparisons = lb.Comparisons(
+        n_models=len(names),
+        prompt=prompt_index,
+        first=np.array([index[name] for name in columns[3]]),
+        second=np.array([index[name] for name in columns[4]]),
+        first_wins=np.array(columns[5], dtype=np.float64),
+        second_wins=np.array(columns[6], dtype=np.float64),
+        ties=np.array(columns[7], dtype=np.float64),
+    )
+    table = lb.pair_table(comparisons)
+    strengths = lb.bt_fit(table)
+    ratings = lb.elo(strengths)
+    low = high = rank_low = rank_high = None
+    if resamples:
+        samples = lb.elo(lb.bootstrap(table, strengths, resamples=resamples, seed=seed))
+        low, high = lb.percentile_interval(samples, LEADERBOARD_LEVEL)
+        rank_low, rank_high = lb.rank_interval(samples, LEADERBOARD_LEVEL)
+    style = lb.style_fit(
+        comparisons,
+        np.array(columns[9:13], dtype=np.float64).T,
+        np.array(columns[13:17], dtype=np.float64).T,
+    )
+    style_ratings = lb.elo(style.strengths)
+    online = None
+    if with_online_elo:
+        online = lb.online_elo(_model_votes(pairwise, entries, rated, index), len(names))
+    m = len(names)
+    wins = np.bincount(table.i, table.i_wins, m) + np.bincount(table.j, table.j_wins, m)
+    losses = np.bincount(table.i, table.j_wins, m) + np.bincount(table.j, table.i_wins, m)
+    ties = np.bincount(table.i, table.ties, m) + np.bincount(table.j, table.ties, m)
+    votes = wins + losses + ties
+    ranks, style_ranks = lb.ranks(ratings), lb.ranks(style_ratings)
+    order = np.argsort(-ratings, kind="stable")
+    models = [
+        ModelStanding(
+            model=names[n],
+            rank=int(ranks[n]),
+            rating=float(ratings[n]),
+            rating_low=None if low is None else float(low[n]),
+            rating_high=None if high is None else float(high[n]),
+            rank_low=None if rank_low is None else int(rank_low[n]),
+            rank_high=None if rank_high is None else int(rank_high[n]),
+            votes=int(votes[n]),
+            wins=int(wins[n]),
+            losses=int(losses[n]),
+            ties=int(ties[n]),
+            win_rate=float((wins[n] + ties[n] / 2) / votes[n]) if votes[n] else 0.0,
+            style_rating=float(style_ratings[n]),
+            style_rank=int(style_ranks[n]),
+            online_elo=None if online is None else float(online[n]),
+            few_votes=bool(votes[n] < min_votes),
+        )
+        for n in order
+    ]
+    place = {n: position for position, n in enumerate(order.tolist())}
+    pairs = []
+    for i, j, i_wins, j_wins, tied in zip(
+        table.i.tolist(),
+        table.j.tolist(),
+        table.i_wins.tolist(),
+        table.j_wins.tolist(),
+        table.ties.tolist(),
+        strict=True,
+    ):
+        if place[i] > place[j]:
+            i, j, i_wins, j_wins = j, i, j_wins, i_wins
+        total = i_wins + j_wins + tied
+        pairs.append(
+            PairStanding(
+                names[i],
+                names[j],
+                int(total),
+                int(i_wins),
+                int(j_wins),
+                int(tied),
+                (i_wins + tied / 2) / total,
+            )
+        )
+    pairs.sort(key=lambda pair: (place[index[pair.model_a]], place[index[pair.model_b]]))
+    return Leaderboard(
+        **board,
+        votes=int(votes.sum() // 2),
+        prompts=len(prompts),
+        models=models,
+        pairs=pairs,
+        style=[
+            StyleEffect(
+                feature,
+                None if np.isnan(coefficient) else float(coefficient),
+                None if np.isnan(error) else float(error),
+            )
+            for feature, coefficient, error in zip(
+                lb.STYLE_FEATURES, style.coefficients, style.standard_errors, strict=True
+            )
+        ],
+    )
+
+
+def _model_votes(
+    pairwise: QuerySet, entries: QuerySet | None, rows: list[tuple], index: dict[str, int]
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The time-ordered votes as model indexes, leaving out those the fit leaves out."""
+    ids = np.array([row[0] for row in rows] + [row[1] for row in rows])
+    models = np.array([index[row[3]] for row in rows] + [index[row[4]] for row in rows])
+    ids, unique = np.unique(ids, return_index=True)
+    models = models[unique]
+    for first, second, score in _votes_in_time_order(pairwise, entries):
+        a = np.clip(np.searchsorted(ids, first), 0, len(ids) - 1)
+        b = np.clip(np.searchsorted(ids, second), 0, len(ids) - 1)
+        known = (ids[a] == first) & (ids[b] == second)
+        keep = known & (models[a] != models[b])
+        yield models[a][keep], models[b][keep], score[keep]
 
 
 @dataclass(frozen=True)
