@@ -21,7 +21,6 @@ and the same ranking as choix.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -40,8 +39,10 @@ def database_urls() -> tuple[str, str, str]:
     """(server URL, benchmark database URL, benchmark database name) from DATABASE_URL."""
     url = os.environ.get("DATABASE_URL")
     if not url:
-        sys.exit("Set DATABASE_URL (postgres://user@host:port/name): the benchmark creates a "
-                 "database beside that one.")
+        sys.exit(
+            "Set DATABASE_URL (postgres://user@host:port/name): the benchmark creates a "
+            "database beside that one."
+        )
     parts = urlsplit(url)
     name = f"{parts.path.lstrip('/') or 'prefhub'}_bench_leaderboard"
     server = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))

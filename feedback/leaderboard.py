@@ -367,9 +367,9 @@ def style_fit(
         hessian[:m, :m] = -(between + between.T)
         hessian[np.arange(m), np.arange(m)] = np.bincount(first, v, m) + np.bincount(second, v, m)
         weighted = features * v[:, None]
-        cross = np.stack(
-            [np.bincount(first, w, m) - np.bincount(second, w, m) for w in weighted.T], axis=1
-        )
+        cross = np.zeros((m, f))
+        for k, w in enumerate(weighted.T):
+            cross[:, k] = np.bincount(first, w, m) - np.bincount(second, w, m)
         hessian[:m, m:] = cross
         hessian[m:, :m] = cross.T
         hessian[m:, m:] = features.T @ weighted

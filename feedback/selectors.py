@@ -551,6 +551,34 @@ def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tupl
         return cursor.fetchall()
 
 
+CATEGORY_VALUES = 50  # a metadata key with more distinct values is an id, not a category
+CATEGORY_SCAN = 5000  # distinct metadata objects read to find them
+
+
+def prompt_categories(project: Project) -> list[tuple[str, str]]:
+    """(key, value) pairs of the prompts' metadata that slice the leaderboard: scalar
+    values of keys with at most CATEGORY_VALUES of them, values as text (as compared)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    metadata = (
+        Prompt.objects.filter(project=project)
+        .order_by()
+        .values_list("metadata", flat=True)
+        .distinct()[:CATEGORY_SCAN]
+    )
+    for entry in metadata:
+        for key, value in (entry or {}).items() if isinstance(entry, dict) else ():
+            if isinstance(value, bool):
+                seen[key].add("true" if value else "false")
+            elif isinstance(value, str | int | float):
+                seen[key].add(str(value))
+    return [
+        (key, value)
+        for key in sorted(seen)
+        if len(seen[key]) <= CATEGORY_VALUES
+        for value in sorted(seen[key])
+    ]
+
+
 ELO_CHUNK = 100_000  # votes per fetch of the online Elo's ordered stream
 
 
@@ -610,7 +638,7 @@ def project_leaderboard(
     include_rankings: bool = False,
     min_votes: int = LEADERBOARD_MIN_VOTES,
     resamples: int = 1000,
-    with_online_elo: bool = True,
+    online_elo: bool = True,
     seed: int = 0,
 ) -> Leaderboard:
     """Bradley-Terry ratings of the models (`Response.model_name`) from the project's
@@ -671,7 +699,7 @@ def project_leaderboard(
     )
     style_ratings = lb.elo(style.strengths)
     online = None
-    if with_online_elo:
+    if online_elo:
         online = lb.online_elo(_model_votes(pairwise, entries, rated, index), len(names))
     m = len(names)
     wins = np.bincount(table.i, table.i_wins, m) + np.bincount(table.j, table.j_wins, m)

@@ -4,7 +4,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -28,7 +28,7 @@ from feedback.api.permissions import (
     project_and_role,
 )
 from feedback.exports import ExportOptions, export_rows
-from feedback.io import export_jsonl, export_parquet
+from feedback.io import export_jsonl, export_parquet, leaderboard_csv
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Project
 
@@ -316,10 +316,31 @@ class JudgeQualityApi(ProjectScoped, APIView):
 
 
 class LeaderboardApi(ProjectScoped, APIView):
-    """Model ratings from the project's pairwise judgments."""
+    """Bradley-Terry ratings of the models with bootstrap intervals, style control, online
+    Elo and head-to-head records; `format=csv` downloads the table."""
 
     permission_classes = [IsProjectReader]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = StreamNegotiation
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request: Request, project_id: int) -> Response:
-        return Response({"project": self.project.pk, "models": []})
+    @extend_schema(
+        parameters=[s.LeaderboardParamsSerializer],
+        responses={
+            (200, "application/json"): s.LeaderboardSerializer,
+            (200, leaderboard_csv.MEDIA_TYPE): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response | HttpResponse:
+        params = s.LeaderboardParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        options = dict(params.validated_data)
+        as_csv = options.pop("format") == "csv"
+        board = selectors.project_leaderboard(project=self.project, **options)
+        if not as_csv:
+            return Response(s.LeaderboardSerializer(board).data)
+        response = HttpResponse(
+            leaderboard_csv.write_leaderboard(board), content_type=leaderboard_csv.MEDIA_TYPE
+        )
+        name = f"{slugify(self.project.name) or 'project'}-leaderboard.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
