@@ -21,6 +21,7 @@ and the same ranking as choix.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -221,3 +222,161 @@ def seed(*, votes: int, models: int, answers: int, raters: int, seed: int) -> tu
 def _next_id(cursor, table: str) -> int:
     cursor.execute(f"SELECT coalesce(max(id), 0) + 1 FROM feedback_{table}")
     return cursor.fetchone()[0]
+
+
+def vote_list(project_id: int, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vote as (first model, second model, outcome 0/1/2 = first, second, tie)."""
+    from django.db import connection
+
+    index = {name: n for n, name in enumerate(names)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT f.model_name, s.model_name,"
+            " CASE v.choice WHEN 'A' THEN 0 WHEN 'B' THEN 1 ELSE 2 END"
+            " FROM feedback_pairwisefeedback v"
+            " JOIN feedback_submission u ON u.id = v.submission_id"
+            " JOIN feedback_task t ON t.id = u.task_id"
+            " JOIN feedback_taskresponse fl ON fl.task_id = t.id AND fl.position = 0"
+            " JOIN feedback_taskresponse sl ON sl.task_id = t.id AND sl.position = 1"
+            " JOIN feedback_response f ON f.id = fl.response_id"
+            " JOIN feedback_response s ON s.id = sl.response_id"
+            " WHERE t.project_id = %s AND u.is_current",
+            [project_id],
+        )
+        rows = cursor.fetchall()
+    first = np.array([index[row[0]] for row in rows])
+    second = np.array([index[row[1]] for row in rows])
+    return first, second, np.array([row[2] for row in rows])
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--votes", type=int, default=1_000_000)
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--answers", type=int, default=10, help="models answering each prompt")
+    parser.add_argument("--raters", type=int, default=5, help="votes on each task")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the database for a rerun")
+    args = parser.parse_args()
+    if args.answers < 2 or args.answers > args.models:
+        parser.error("--answers is between 2 and --models")
+
+    server, url, name = database_urls()
+    create_database(server, name)
+    try:
+        return run(args, url)
+    finally:
+        if not args.keep:
+            from django.db import connections
+
+            connections.close_all()
+            drop_database(server, name)
+
+
+def run(args: argparse.Namespace, url: str) -> int:
+    setup_django(url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    project_id, truth = seed(
+        votes=args.votes,
+        models=args.models,
+        answers=args.answers,
+        raters=args.raters,
+        seed=args.seed,
+    )
+    import choix
+    from scipy.stats import kendalltau, spearmanr
+
+    from feedback import leaderboard as lb
+    from feedback import selectors
+    from feedback.models import Project
+
+    project = Project.objects.get(pk=project_id)
+    print(f"{args.votes:,} votes, {args.models} models, {args.resamples} resamples", flush=True)
+    # The first call pays for imports (scipy.sparse) and a cold cache; both are shown.
+    board, cold = timed(
+        selectors.project_leaderboard,
+        project=project,
+        resamples=args.resamples,
+        online_elo=False,
+    )
+    board, warm = timed(
+        selectors.project_leaderboard,
+        project=project,
+        resamples=args.resamples,
+        online_elo=False,
+    )
+    _, with_elo = timed(selectors.project_leaderboard, project=project, resamples=args.resamples)
+    # The same steps one by one, for where the time goes.
+    pairwise, entries = selectors._vote_sources(project, "all", None, False)
+    rows, counting = timed(selectors._leaderboard_rows, pairwise, entries)
+    names = sorted({row[3] for row in rows} | {row[4] for row in rows})
+    index = {model: n for n, model in enumerate(names)}
+    columns = list(zip(*rows, strict=True))
+    comparisons = lb.Comparisons(
+        n_models=len(names),
+        prompt=np.unique(np.array(columns[2]), return_inverse=True)[1],
+        first=np.array([index[model] for model in columns[3]]),
+        second=np.array([index[model] for model in columns[4]]),
+        first_wins=np.array(columns[5], dtype=np.float64),
+        second_wins=np.array(columns[6], dtype=np.float64),
+        ties=np.array(columns[7], dtype=np.float64),
+    )
+    table, folding = timed(lb.pair_table, comparisons)
+    strengths, fitting = timed(lb.bt_fit, table)
+    _, resampling = timed(lb.bootstrap, table, strengths, resamples=args.resamples)
+
+    (first, second, outcome), fetching = timed(vote_list, project_id, names)
+    # choix takes (winner, loser) pairs; a tie is one win each way.
+    winners = np.concatenate([first[outcome == 0], second[outcome == 1], first[outcome == 2]])
+    losers = np.concatenate([second[outcome == 0], first[outcome == 1], second[outcome == 2]])
+    winners = np.concatenate([winners, second[outcome == 2]])
+    losers = np.concatenate([losers, first[outcome == 2]])
+    data = list(zip(winners.tolist(), losers.tolist(), strict=True))
+    theirs, choix_seconds = timed(choix.ilsr_pairwise, len(names), data)
+
+    ours = np.array([next(m.rating for m in board.models if m.model == n) for n in names])
+    true = np.array([truth[n] for n in names])
+    rank_ours_choix = (spearmanr(ours, theirs).statistic, kendalltau(ours, theirs).statistic)
+    rank_ours_truth = (spearmanr(ours, true).statistic, kendalltau(ours, true).statistic)
+    rank_choix_truth = (spearmanr(theirs, true).statistic, kendalltau(theirs, true).statistic)
+
+    print(f"{'step':<58} {'seconds':>8}")
+    for label, seconds in [
+        ("leaderboard, first call (counts, fit, bootstrap, style)", cold),
+        ("leaderboard, second call", warm),
+        ("leaderboard with online Elo", with_elo),
+        (f"  counts aggregated in SQL ({len(rows):,} rows)", counting),
+        ("  folded into model pairs", folding),
+        (f"  Bradley-Terry fit on {len(table.i):,} pair counts", fitting),
+        (f"  {args.resamples} bootstrap refits over {table.n_prompts:,} prompts", resampling),
+        (f"vote list for choix ({len(first):,} votes, not timed below)", fetching),
+        (f"choix.ilsr_pairwise on {len(data):,} (winner, loser) pairs", choix_seconds),
+    ]:
+        print(f"{label:<58} {seconds:>8.3f}")
+    for label, (spearman, kendall) in [
+        ("ours vs choix", rank_ours_choix),
+        ("ours vs truth", rank_ours_truth),
+        ("choix vs truth", rank_choix_truth),
+    ]:
+        print(f"Spearman / Kendall, {label + ':':<15} {spearman:.4f} / {kendall:.4f}")
+    failures = []
+    if warm > GOAL_SECONDS:
+        failures.append(f"leaderboard took {warm:.2f} s (goal {GOAL_SECONDS} s)")
+    if rank_ours_choix[1] < 0.99:
+        failures.append(f"ranking differs from choix's (Kendall {rank_ours_choix[1]:.4f})")
+    for failure in failures:
+        print("MISSED:", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -227,12 +227,12 @@ def bootstrap(
     out = np.empty((m, resamples))
     for start in range(0, resamples, batch):
         size = min(batch, resamples - start)
-        # Column b of `draws` holds resample b's n prompt draws; counted per (prompt, b).
-        draws = rng.integers(0, n, size=(n, size))
-        draws *= size
-        draws += np.arange(size)
-        weights = np.bincount(draws.ravel(), minlength=n * size).reshape(n, size)
-        resampled = counts @ weights.astype(np.float32)
+        # Column b: how often resample b drew each prompt (n draws). One bincount per
+        # resample: its n counters stay in cache, where one over the batch did not.
+        weights = np.empty((n, size), dtype=np.float32, order="F")
+        for column, draws in enumerate(rng.integers(0, n, size=(size, n))):
+            weights[:, column] = np.bincount(draws, minlength=n)
+        resampled = counts @ weights
         wins, games = resampled[:k], resampled[k:]
         current = np.repeat(strengths[:, None].astype(np.float32), size, axis=1)
         active = np.arange(size)

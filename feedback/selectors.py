@@ -514,7 +514,8 @@ STYLE_COLUMNS = ("length", "markdown_headers", "markdown_list_items", "markdown_
 
 def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tuple]:
     """Per task (pairwise) or response pair (rankings): first and second response ids,
-    prompt, first and second model, first wins, second wins, ties, is-pairwise, then
+    prompt, first and second model, first wins, second wins, ties, the task (pairwise
+    only, else None), then
     the first's and the second's style columns."""
     per_task = pairwise.values(task=F("submission__task_id")).annotate(
         first_wins=Count("id", filter=Q(choice=PairwiseFeedback.Choice.A)),
@@ -528,7 +529,7 @@ def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tupl
     )
     selected = "f.id, s.id, f.prompt_id, f.model_name, s.model_name, v.first_wins, v.second_wins"
     sql = (
-        f"SELECT {selected}, v.ties, 1, {styles} FROM ({task_sql}) v"
+        f"SELECT {selected}, v.ties, v.task, {styles} FROM ({task_sql}) v"
         f" JOIN {links} fl ON fl.task_id = v.task AND fl.position = 0"
         f" JOIN {links} sl ON sl.task_id = v.task AND sl.position = 1"
         f" JOIN {responses} f ON f.id = fl.response_id JOIN {responses} s ON s.id = sl.response_id"
@@ -539,7 +540,7 @@ def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tupl
             list_id=F("ranking_id"), item=F("response_id"), place=F("rank")
         ).query.sql_with_params()
         sql += (
-            f" UNION ALL SELECT {selected}, 0, 0, {styles} FROM"
+            f" UNION ALL SELECT {selected}, 0, NULL, {styles} FROM"
             " (SELECT b.item AS better, w.item AS worse, COUNT(*) AS first_wins,"
             f" 0 AS second_wins FROM ({entry_sql}) b JOIN ({entry_sql}) w"
             " ON b.list_id = w.list_id AND b.place < w.place GROUP BY b.item, w.item) v"
@@ -584,24 +585,23 @@ ELO_CHUNK = 100_000  # votes per fetch of the online Elo's ordered stream
 
 def _votes_in_time_order(
     pairwise: QuerySet, entries: QuerySet | None
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Chunks of (first response ids, second response ids, score of the first), vote by
-    vote in the order the submissions were made; a ranking gives its pairs together."""
-    links = "submission__task__links"
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of (task, first response, second response, score of the first), vote by
+    vote in the order the submissions were made. A pairwise vote names its task (its
+    responses are the task's, known from the counts: no join per vote), a ranking's
+    pairs their responses (task -1)."""
     scores = Case(
         When(choice=PairwiseFeedback.Choice.A, then=Value(1.0)),
         When(choice=PairwiseFeedback.Choice.B, then=Value(0.0)),
         default=Value(0.5),
         output_field=FloatField(),
     )
-    votes = pairwise.annotate(
-        first=FilteredRelation(links, condition=Q(submission__task__links__position=0)),
-        second=FilteredRelation(links, condition=Q(submission__task__links__position=1)),
-    ).values(
+    votes = pairwise.values(
         at=F("submission__created_at"),
         sid=F("submission_id"),
-        first_id=F("first__response_id"),
-        second_id=F("second__response_id"),
+        task=F("submission__task_id"),
+        first_id=Value(-1),
+        second_id=Value(-1),
         score=scores,
     )
     sql, params = votes.query.sql_with_params()
@@ -615,7 +615,7 @@ def _votes_in_time_order(
             place=F("rank"),
         ).query.sql_with_params()
         sql = (
-            f"({sql}) UNION ALL (SELECT b.at, b.sid, b.item, w.item, 1.0"
+            f"({sql}) UNION ALL (SELECT b.at, b.sid, -1, b.item, w.item, 1.0"
             f" FROM ({entry_sql}) b JOIN ({entry_sql}) w"
             " ON b.list_id = w.list_id AND b.place < w.place)"
         )
@@ -623,11 +623,13 @@ def _votes_in_time_order(
     with connection.chunked_cursor() as cursor:
         # Ordered by time, which is not fetched: parsing a million timestamps took seconds.
         cursor.execute(
-            f"SELECT first_id, second_id, score FROM ({sql}) votes ORDER BY at, sid", params
+            f"SELECT task, first_id, second_id, score FROM ({sql}) votes ORDER BY at, sid",
+            params,
         )
         while rows := cursor.fetchmany(ELO_CHUNK):
-            first, second, score = zip(*rows, strict=True)
-            yield np.array(first), np.array(second), np.array(score, dtype=np.float64)
+            columns = zip(*rows, strict=True)
+            task, first, second, score = (np.array(column) for column in columns)
+            yield task, first, second, score.astype(np.float64)
 
 
 def project_leaderboard(
@@ -652,7 +654,7 @@ def project_leaderboard(
     """
     pairwise, entries = _vote_sources(project, sources, category, include_rankings)
     rows = _leaderboard_rows(pairwise, entries)
-    shown = [row for row in rows if row[8]]
+    shown = [row for row in rows if row[8] is not None]
     first_decided = sum(row[5] + row[6] for row in shown)
     first_wins = sum(row[5] for row in shown)
     rated = [row for row in rows if row[3] and row[4]]
@@ -777,16 +779,37 @@ def _model_votes(
     pairwise: QuerySet, entries: QuerySet | None, rows: list[tuple], index: dict[str, int]
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The time-ordered votes as model indexes, leaving out those the fit leaves out."""
-    ids = np.array([row[0] for row in rows] + [row[1] for row in rows])
-    models = np.array([index[row[3]] for row in rows] + [index[row[4]] for row in rows])
-    ids, unique = np.unique(ids, return_index=True)
-    models = models[unique]
-    for first, second, score in _votes_in_time_order(pairwise, entries):
-        a = np.clip(np.searchsorted(ids, first), 0, len(ids) - 1)
-        b = np.clip(np.searchsorted(ids, second), 0, len(ids) - 1)
-        known = (ids[a] == first) & (ids[b] == second)
-        keep = known & (models[a] != models[b])
-        yield models[a][keep], models[b][keep], score[keep]
+    tasks = [row for row in rows if row[8] is not None]
+    task_ids = np.array([row[8] for row in tasks], dtype=np.int64)
+    order = np.argsort(task_ids)
+    task_ids = task_ids[order]
+    # A last row (and entry) of -1: where _positions finds nothing (-1), nothing is known.
+    task_models = np.array([[index[row[3]], index[row[4]]] for row in tasks] + [[-1, -1]])
+    task_models = np.vstack([task_models[:-1][order], task_models[-1:]])
+    response_models = {row[0]: index[row[3]] for row in rows} | {
+        row[1]: index[row[4]] for row in rows
+    }
+    response_ids = np.array(sorted(response_models), dtype=np.int64)
+    models_of = np.array([response_models[i] for i in response_ids.tolist()] + [-1])
+    for task, first_id, second_id, score in _votes_in_time_order(pairwise, entries):
+        at = _positions(task_ids, task)
+        a, b = _positions(response_ids, first_id), _positions(response_ids, second_id)
+        is_pairwise = task >= 0
+        first = np.where(is_pairwise, task_models[at, 0], models_of[a])
+        second = np.where(is_pairwise, task_models[at, 1], models_of[b])
+        keep = (first >= 0) & (second >= 0) & (first != second)
+        yield first[keep], second[keep], score[keep]
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Where each id is in `sorted_ids`, -1 where it is not there."""
+    if not len(sorted_ids):
+        return np.full(len(ids), -1)
+    at = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == ids, at, -1)
+
+
+# --- The annotator's queue and task screen -------------------------------------------
 
 
 @dataclass(frozen=True)

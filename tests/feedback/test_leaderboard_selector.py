@@ -62,10 +62,11 @@ def strength(model: str) -> int:
     return {"alpha": 3, "βeta İ ✓": 2, HOSTILE: 1}.get(model, 0)
 
 
-def vote_all(project, annotators, judge) -> None:
+def vote_all(project, annotators, judge, layouts=("pair", "list")) -> None:
     """Each source prefers the stronger model, ties equal ones; the judge ties half its
     pairs; rankings order by strength (the second annotator reverses them)."""
-    for task_number, task in enumerate(Task.objects.filter(project=project).order_by("id")):
+    tasks = Task.objects.filter(project=project, layout__in=layouts).order_by("id")
+    for task_number, task in enumerate(tasks):
         ordered = task.ordered_responses()
         if task.layout == Task.Layout.PAIR:
             a, b = (strength(response.model_name) for response in ordered)
@@ -199,6 +200,15 @@ def test_rankings_count_as_their_pairwise_outcomes_only_when_asked(arena):
     assert with_rankings.votes == without.votes + ranked_pairs
     # Rankings say nothing about left and right.
     assert with_rankings.first_decided == without.first_decided
+
+
+def test_rankings_alone_give_ratings_and_online_elo(arena):
+    project, annotators, judge = arena
+    vote_all(project, annotators, judge, layouts=["list"])
+    assert project_leaderboard(project=project).models == []
+    board = project_leaderboard(project=project, include_rankings=True, resamples=20)
+    assert board.models and board.first_decided == 0
+    assert all(standing.online_elo is not None for standing in board.models)
 
 
 def test_left_position_win_rate_is_the_share_of_decided_votes_won_by_the_first_shown(arena):
