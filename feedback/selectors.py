@@ -3,7 +3,7 @@
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean
 from typing import Any
 
@@ -552,6 +552,67 @@ def _leaderboard_rows(pairwise: QuerySet, entries: QuerySet | None) -> list[tupl
         return cursor.fetchall()
 
 
+@dataclass(frozen=True)
+class LeaderboardCounts:
+    """`_leaderboard_rows` as arrays, one entry per row; models as indexes into `names`
+    (sorted), -1 for a response without a model name; task -1 for a ranking's pair."""
+
+    names: list[str]
+    first_response: np.ndarray
+    second_response: np.ndarray
+    prompt: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    first_wins: np.ndarray
+    second_wins: np.ndarray
+    ties: np.ndarray
+    task: np.ndarray
+    first_style: np.ndarray  # (rows, 4): STYLE_COLUMNS of the first response
+    second_style: np.ndarray
+
+
+def _leaderboard_counts(rows: list[tuple]) -> LeaderboardCounts:
+    columns = list(zip(*rows, strict=True)) or [()] * 17
+    codes: dict[str, int] = {"": -1}  # model name -> code, in order of appearance
+    first = np.array([codes.setdefault(name, len(codes) - 1) for name in columns[3]], dtype=int)
+    second = np.array([codes.setdefault(name, len(codes) - 1) for name in columns[4]], dtype=int)
+    names = sorted(name for name in codes if name)
+    # Codes -> positions in the sorted names; the last entry keeps -1 at -1.
+    recode = np.array([names.index(name) for name in list(codes)[1:]] + [-1], dtype=int)
+
+    def numbers(column: tuple, dtype: type = np.float64) -> np.ndarray:
+        return np.array(column, dtype=dtype)
+
+    return LeaderboardCounts(
+        names=names,
+        first_response=numbers(columns[0], np.int64),
+        second_response=numbers(columns[1], np.int64),
+        prompt=numbers(columns[2], np.int64),
+        first=recode[first],
+        second=recode[second],
+        first_wins=numbers(columns[5]),
+        second_wins=numbers(columns[6]),
+        ties=numbers(columns[7]),
+        task=np.array([-1 if task is None else task for task in columns[8]], dtype=np.int64),
+        first_style=numbers(columns[9:13]).reshape(4, -1).T,
+        second_style=numbers(columns[13:17]).reshape(4, -1).T,
+    )
+
+
+def _compared_models_only(counts: LeaderboardCounts, compared: np.ndarray) -> LeaderboardCounts:
+    """Without the models that no row of `compared` has (only ever against themselves or a
+    person), the others renumbered: they are not on the board, nor in its mean."""
+    present = np.unique(np.concatenate([counts.first[compared], counts.second[compared]]))
+    renumber = np.full(len(counts.names) + 1, -1)  # the last entry keeps -1 at -1
+    renumber[present] = np.arange(len(present))
+    return replace(
+        counts,
+        names=[counts.names[k] for k in present],
+        first=renumber[counts.first],
+        second=renumber[counts.second],
+    )
+
+
 CATEGORY_VALUES = 50  # a metadata key with more distinct values is an id, not a category
 CATEGORY_SCAN = 5000  # distinct metadata objects read to find them
 
@@ -653,13 +714,8 @@ def project_leaderboard(
     rated; a model against itself (two of its samples) counts for position only.
     """
     pairwise, entries = _vote_sources(project, sources, category, include_rankings)
-    rows = _leaderboard_rows(pairwise, entries)
-    shown = [row for row in rows if row[8] is not None]
-    first_decided = sum(row[5] + row[6] for row in shown)
-    first_wins = sum(row[5] for row in shown)
-    rated = [row for row in rows if row[3] and row[4]]
-    names = sorted({row[3] for row in rated} | {row[4] for row in rated})
-    index = {name: n for n, name in enumerate(names)}
+    counts = _leaderboard_counts(_leaderboard_rows(pairwise, entries))
+    shown = counts.task >= 0
     board = {
         "sources": sources,
         "category": category,
@@ -667,24 +723,25 @@ def project_leaderboard(
         "min_votes": min_votes,
         "resamples": resamples,
         "level": LEADERBOARD_LEVEL,
-        "first_decided": first_decided,
-        "first_wins": first_wins,
+        "first_decided": int(counts.first_wins[shown].sum() + counts.second_wins[shown].sum()),
+        "first_wins": int(counts.first_wins[shown].sum()),
     }
-    compared = [row for row in rated if row[3] != row[4]]
-    if not compared:
+    rated = (counts.first >= 0) & (counts.second >= 0) & (counts.first != counts.second)
+    if not rated.any():
         return Leaderboard(**board, votes=0, prompts=0, models=[], pairs=[], style=[])
-    from feedback import leaderboard as lb  # numpy and scipy: loaded for a leaderboard only
+    from feedback import leaderboard as lb  # scipy: loaded for a leaderboard only
 
-    columns = list(zip(*rated, strict=True))
-    prompts, prompt_index = np.unique(np.array(columns[2]), return_inverse=True)
+    counts = _compared_models_only(counts, rated)
+    names = counts.names
+    prompts, prompt_index = np.unique(counts.prompt[rated], return_inverse=True)
     comparisons = lb.Comparisons(
         n_models=len(names),
         prompt=prompt_index,
-        first=np.array([index[name] for name in columns[3]]),
-        second=np.array([index[name] for name in columns[4]]),
-        first_wins=np.array(columns[5], dtype=np.float64),
-        second_wins=np.array(columns[6], dtype=np.float64),
-        ties=np.array(columns[7], dtype=np.float64),
+        first=counts.first[rated],
+        second=counts.second[rated],
+        first_wins=counts.first_wins[rated],
+        second_wins=counts.second_wins[rated],
+        ties=counts.ties[rated],
     )
     table = lb.pair_table(comparisons)
     strengths = lb.bt_fit(table)
@@ -694,15 +751,11 @@ def project_leaderboard(
         samples = lb.elo(lb.bootstrap(table, strengths, resamples=resamples, seed=seed))
         low, high = lb.percentile_interval(samples, LEADERBOARD_LEVEL)
         rank_low, rank_high = lb.rank_interval(samples, LEADERBOARD_LEVEL)
-    style = lb.style_fit(
-        comparisons,
-        np.array(columns[9:13], dtype=np.float64).T,
-        np.array(columns[13:17], dtype=np.float64).T,
-    )
+    style = lb.style_fit(comparisons, counts.first_style[rated], counts.second_style[rated])
     style_ratings = lb.elo(style.strengths)
     online = None
     if online_elo:
-        online = lb.online_elo(_model_votes(pairwise, entries, rated, index), len(names))
+        online = lb.online_elo(_model_votes(pairwise, entries, counts), len(names))
     m = len(names)
     wins = np.bincount(table.i, table.i_wins, m) + np.bincount(table.j, table.j_wins, m)
     losses = np.bincount(table.i, table.j_wins, m) + np.bincount(table.j, table.i_wins, m)
@@ -755,6 +808,7 @@ def project_leaderboard(
                 (i_wins + tied / 2) / total,
             )
         )
+    index = {name: n for n, name in enumerate(names)}
     pairs.sort(key=lambda pair: (place[index[pair.model_a]], place[index[pair.model_b]]))
     return Leaderboard(
         **board,
@@ -776,27 +830,25 @@ def project_leaderboard(
 
 
 def _model_votes(
-    pairwise: QuerySet, entries: QuerySet | None, rows: list[tuple], index: dict[str, int]
+    pairwise: QuerySet, entries: QuerySet | None, counts: LeaderboardCounts
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The time-ordered votes as model indexes, leaving out those the fit leaves out."""
-    tasks = [row for row in rows if row[8] is not None]
-    task_ids = np.array([row[8] for row in tasks], dtype=np.int64)
-    order = np.argsort(task_ids)
-    task_ids = task_ids[order]
-    # A last row (and entry) of -1: where _positions finds nothing (-1), nothing is known.
-    task_models = np.array([[index[row[3]], index[row[4]]] for row in tasks] + [[-1, -1]])
-    task_models = np.vstack([task_models[:-1][order], task_models[-1:]])
-    response_models = {row[0]: index[row[3]] for row in rows} | {
-        row[1]: index[row[4]] for row in rows
-    }
-    response_ids = np.array(sorted(response_models), dtype=np.int64)
-    models_of = np.array([response_models[i] for i in response_ids.tolist()] + [-1])
+    # A last entry of -1: where _positions finds nothing (-1), no model is known.
+    tasks = np.flatnonzero(counts.task >= 0)
+    tasks = tasks[np.argsort(counts.task[tasks])]
+    task_ids = counts.task[tasks]
+    task_first = np.append(counts.first[tasks], -1)
+    task_second = np.append(counts.second[tasks], -1)
+    response_ids, where = np.unique(
+        np.concatenate([counts.first_response, counts.second_response]), return_index=True
+    )
+    models_of = np.append(np.concatenate([counts.first, counts.second])[where], -1)
     for task, first_id, second_id, score in _votes_in_time_order(pairwise, entries):
         at = _positions(task_ids, task)
         a, b = _positions(response_ids, first_id), _positions(response_ids, second_id)
         is_pairwise = task >= 0
-        first = np.where(is_pairwise, task_models[at, 0], models_of[a])
-        second = np.where(is_pairwise, task_models[at, 1], models_of[b])
+        first = np.where(is_pairwise, task_first[at], models_of[a])
+        second = np.where(is_pairwise, task_second[at], models_of[b])
         keep = (first >= 0) & (second >= 0) & (first != second)
         yield first[keep], second[keep], score[keep]
 

@@ -250,10 +250,11 @@ def test_responses_without_a_model_and_a_model_against_itself_are_not_rated(aren
     project, annotators, _ = arena
     prompt = PromptFactory(project=project)
     ResponseFactory(prompt=prompt, model_name="")
-    ResponseFactory(prompt=prompt, model_name="alpha")
-    ResponseFactory(prompt=prompt, model_name="alpha")
+    ResponseFactory(prompt=prompt, model_name="solo")
+    ResponseFactory(prompt=prompt, model_name="solo")
     tasks_extend(project=project, prompt_ids=[prompt.pk])
-    for task in Task.objects.filter(prompt=prompt, layout=Task.Layout.PAIR):
+    pairs = list(Task.objects.filter(prompt=prompt, layout=Task.Layout.PAIR))
+    for task in pairs:
         submission_create(
             task=task,
             annotator=annotators[0],
@@ -261,7 +262,16 @@ def test_responses_without_a_model_and_a_model_against_itself_are_not_rated(aren
         )
     board = project_leaderboard(project=project, resamples=0)
     assert board.models == [] and board.votes == 0
-    assert board.first_decided == Task.objects.filter(prompt=prompt, layout="pair").count()
+    assert board.first_decided == len(pairs) == 3  # they count for position
+    other = Task.objects.filter(project=project, layout=Task.Layout.PAIR).exclude(prompt=prompt)
+    submission_create(
+        task=other.first(),
+        annotator=annotators[0],
+        feedback=FeedbackInput(pairwise=PairwiseInput("B", 1)),
+    )
+    board = project_leaderboard(project=project, resamples=0)
+    assert len(board.models) == 2 and "solo" not in {m.model for m in board.models}
+    assert sum(m.rating for m in board.models) == pytest.approx(2000)
 
 
 def test_the_database_counts_each_response_s_length_and_markdown():
