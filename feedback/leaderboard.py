@@ -237,11 +237,12 @@ def bootstrap(
         current = np.repeat(strengths[:, None].astype(np.float32), size, axis=1)
         active = np.arange(size)
         for _ in range(CHORD_STEPS):
-            refit = current[:, active]
+            columns = slice(None) if len(active) == size else active  # a view while all run
+            refit = current[:, columns]
             p = _sigmoid(incidence @ refit)
-            residual = wins[:, active] - games[:, active] * p
+            residual = wins[:, columns] - games[:, columns] * p
             step = inverse @ (incidence_t @ residual - prior * refit)
-            current[:, active] = refit + step
+            current[:, columns] = refit + step
             active = active[np.abs(step).max(axis=0) >= REFIT_TOLERANCE]
             if not len(active):
                 break
