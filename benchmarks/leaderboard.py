@@ -315,20 +315,20 @@ def run(args: argparse.Namespace, url: str) -> int:
         online_elo=False,
     )
     _, with_elo = timed(selectors.project_leaderboard, project=project, resamples=args.resamples)
-    # The same steps one by one, for where the time goes.
+    # The same steps one by one (the selector's private parts), for where the time goes.
     pairwise, entries = selectors._vote_sources(project, "all", None, False)
-    rows, counting = timed(selectors._leaderboard_rows, pairwise, entries)
-    names = sorted({row[3] for row in rows} | {row[4] for row in rows})
-    index = {model: n for n, model in enumerate(names)}
-    columns = list(zip(*rows, strict=True))
+    with selectors._roomy_queries():
+        counts, counting = timed(selectors._leaderboard_counts, project, pairwise, entries)
+    names = counts.names
+    rated = (counts.first >= 0) & (counts.second >= 0) & (counts.first != counts.second)
     comparisons = lb.Comparisons(
         n_models=len(names),
-        prompt=np.unique(np.array(columns[2]), return_inverse=True)[1],
-        first=np.array([index[model] for model in columns[3]]),
-        second=np.array([index[model] for model in columns[4]]),
-        first_wins=np.array(columns[5], dtype=np.float64),
-        second_wins=np.array(columns[6], dtype=np.float64),
-        ties=np.array(columns[7], dtype=np.float64),
+        prompt=np.unique(counts.prompt[rated], return_inverse=True)[1],
+        first=counts.first[rated],
+        second=counts.second[rated],
+        first_wins=counts.first_wins[rated],
+        second_wins=counts.second_wins[rated],
+        ties=counts.ties[rated],
     )
     table, folding = timed(lb.pair_table, comparisons)
     strengths, fitting = timed(lb.bt_fit, table)
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace, url: str) -> int:
         ("leaderboard, first call (counts, fit, bootstrap, style)", cold),
         ("leaderboard, second call", warm),
         ("leaderboard with online Elo", with_elo),
-        (f"  counts aggregated in SQL ({len(rows):,} rows)", counting),
+        (f"  counts aggregated in SQL ({len(counts.task):,} rows)", counting),
         ("  folded into model pairs", folding),
         (f"  Bradley-Terry fit on {len(table.i):,} pair counts", fitting),
         (f"  {args.resamples} bootstrap refits over {table.n_prompts:,} prompts", resampling),
