@@ -31,10 +31,10 @@ ELO_SCALE = 400 / math.log(10)  # Elo points per unit of log-strength
 ELO_MEAN = 1000.0
 PRIOR = 0.25  # one tied game against an average model: p(1-p) = 1/4
 TOLERANCE = 1e-6  # largest change of a log-strength at convergence (~0.0002 Elo)
+REFIT_TOLERANCE = 1e-4  # the same for bootstrap refits: 0.02 Elo, far below the intervals
+CHORD_STEPS = 30  # fixed-Hessian steps before a refit falls back to Newton's method
 # The matrices here are small (models x models): BLAS threads only wait on each other, and
 # on a busy machine a 100 x 100 solve took 0.2 s with them instead of 0.2 ms.
-REFIT_TOLERANCE = 1e-4  # the same for bootstrap refits: 0.02 Elo, far below the intervals
-CHORD_STEPS = 30
 _one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 
