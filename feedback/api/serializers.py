@@ -6,10 +6,13 @@ from rest_framework import serializers
 
 from feedback.exports import Aggregate, Form, PairSource, Shape, Sources, Ties
 from feedback.models import (
+    Job,
     Project,
     Prompt,
     RatingAspect,
     Response,
+    RewardEvaluation,
+    RewardModel,
     SpanLabel,
     Submission,
     Task,
@@ -121,6 +124,13 @@ class ImportResultSerializer(serializers.Serializer):
 
 
 class ResponseSerializer(serializers.ModelSerializer):
+    score = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The reward model's score (the active one, or `?reward_model=`); null when "
+        "it has not scored the response, the project has no active model, or for annotators.",
+    )
+
     class Meta:
         model = Response
         fields = [
@@ -130,6 +140,7 @@ class ResponseSerializer(serializers.ModelSerializer):
             "model_name",
             "generation_params",
             "sample_index",
+            "score",
             "created_at",
         ]
 
@@ -279,6 +290,14 @@ class ExportParamsSerializer(QueryParamsSerializer):
         max_value=2**32 - 1,
         help_text="Fixes the unpaired shape's shuffled row order.",
     )
+    scores = serializers.RegexField(
+        r"^(active|[1-9][0-9]{0,18})$",
+        required=False,
+        help_text="A reward model's id, or `active`: add its scores (`chosen_score`, "
+        "`rejected_score` to pairs; `score` to unpaired and spans rows and to each rated "
+        "completion; `scores` to rankings). Every response of the project must have one.",
+        error_messages={"invalid": "A reward model's id or 'active'."},
+    )
 
 
 class AgreementParamsSerializer(QueryParamsSerializer):
@@ -378,3 +397,65 @@ class LeaderboardSerializer(serializers.Serializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_category(self, board) -> str | None:
         return None if board.category is None else ":".join(board.category)
+
+
+class ResponseScoresParamsSerializer(QueryParamsSerializer):
+    reward_model = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Whose scores to show: a reward model of the project (default: the active one).",
+    )
+
+
+# --- Jobs and reward models ---------------------------------------------------------------
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "params",
+            "done",
+            "total",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+
+
+class RewardEvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RewardEvaluation
+        fields = ["project", "job", "export_options", "data_snapshot", "metrics", "created_at"]
+
+
+class RewardModelSerializer(serializers.ModelSerializer):
+    """A trained reward model: what it learnt from, how well, and its evaluations on the
+    feedback of other projects (or later feedback of its own)."""
+
+    evaluations = RewardEvaluationSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = RewardModel
+        fields = [
+            "id",
+            "name",
+            "backbone",
+            "backbone_kind",
+            "is_active",
+            "parameters",
+            "export_options",
+            "data_snapshot",
+            "metrics",
+            "curve",
+            "evaluations",
+            "job",
+            "created_at",
+        ]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feedback', '0008_job_heartbeat'),
+        ('feedback', '0009_reward_models'),
     ]
 
     operations = [
