@@ -22,11 +22,12 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    TextField,
     Value,
     When,
 )
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from feedback import agreement
@@ -480,8 +481,9 @@ def _category_filter(prefix: str, category: tuple[str, str] | None) -> tuple[dic
     if category is None:
         return {}, Q()
     key, value = category
-    annotation = {"category_value": KeyTextTransform(key, f"{prefix}task__prompt__metadata")}
-    return annotation, Q(category_value=value)
+    # Cast: compared as text on SQLite too, where a key transform compares as JSON.
+    text = Cast(KeyTextTransform(key, f"{prefix}task__prompt__metadata"), TextField())
+    return {"category_value": text}, Q(category_value=value)
 
 
 def _vote_sources(
@@ -563,11 +565,13 @@ def _leaderboard_counts(
         "f.id, s.id, f.prompt_id, COALESCE(fm.code, -1), COALESCE(sm.code, -1),"
         " v.first_wins, v.second_wins"
     )
-    models = ", ".join(["(%s, %s)"] * len(names)) or "(NULL, NULL)"
+    # A table of (name, code) that SQLite reads too (it cannot name a VALUES list's columns).
+    models = " UNION ALL ".join(["SELECT %s AS name, %s AS code"] * len(names))
+    models = models or "SELECT NULL AS name, NULL AS code"
     model_params = [value for code, name in enumerate(names) for value in (name, code)]
     named = (
-        f" LEFT JOIN (VALUES {models}) fm (name, code) ON fm.name = f.model_name"
-        f" LEFT JOIN (VALUES {models}) sm (name, code) ON sm.name = s.model_name"
+        f" LEFT JOIN ({models}) fm ON fm.name = f.model_name"
+        f" LEFT JOIN ({models}) sm ON sm.name = s.model_name"
     )
     sql = (
         f"SELECT {selected}, v.ties, v.task, {styles} FROM ({task_sql}) v"
@@ -685,10 +689,12 @@ def _votes_in_time_order(
             item=F("response_id"),
             place=F("rank"),
         ).query.sql_with_params()
+        # No parentheses around the members of the UNION: SQLite refuses them.
         sql = (
-            f"({sql}) UNION ALL (SELECT b.sid, -1, b.item, w.item, 1.0"
+            f"SELECT sid, task, first_id, second_id, score FROM ({sql}) p"
+            " UNION ALL SELECT b.sid, -1, b.item, w.item, 1.0"
             f" FROM ({entry_sql}) b JOIN ({entry_sql}) w"
-            " ON b.list_id = w.list_id AND b.place < w.place)"
+            " ON b.list_id = w.list_id AND b.place < w.place"
         )
         params += [*entry_params, *entry_params]
     with connection.cursor() as cursor:
