@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,6 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
@@ -361,8 +363,63 @@ class Job(models.Model):
         return beat is None or beat < cutoff
 
 
+class MarkdownCount(models.Func):
+    """How many Markdown headers, list items or bold spans a text has, as LMSYS's style
+    control counts them (`fastchat/serve/monitor/add_markdown_info.py`).
+
+    PostgreSQL counts with `regexp_count`; SQLite (the demo), which has no regular
+    expressions, counts literal markers with REPLACE and misses indented list items.
+    """
+
+    output_field = models.IntegerField()
+    # kind -> (PostgreSQL regular expression, its flags, SQLite's markers, per match)
+    KINDS = {
+        "headers": (r"^#{1,6}[ \t]", "n", ["\n#"], 1),
+        "list_items": (
+            r"^[ \t]*([0-9]+\.|[-*+])[ \t]",
+            "n",
+            ["\n- ", "\n* ", "\n+ ", *(f"\n{n}. " for n in range(1, 10))],
+            1,
+        ),
+        "bold": (r"\*\*[^*\n]+\*\*|__[^_\n]+__", "", ["**", "__"], 2),
+    }
+
+    def __init__(self, expression: Any, kind: str, **extra: Any) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"kind is one of {', '.join(self.KINDS)}, not {kind!r}")
+        self.kind = kind
+        super().__init__(expression, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        pattern, flags, _, _ = self.KINDS[self.kind]
+        return f"regexp_count({text}, %s, 1, %s)", [*params, pattern, flags]
+
+    def as_sql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        _, _, markers, per_match = self.KINDS[self.kind]
+        lines = f"(%s || {text})"  # a newline first, so the first line counts too
+        terms, term_params = [], []
+        for marker in markers:
+            terms.append(f"(LENGTH({lines}) - LENGTH(REPLACE({lines}, %s, ''))) / {len(marker)}")
+            term_params += ["\n", *params, "\n", *params, marker]
+        return f"(({' + '.join(terms)}) / {per_match})", term_params
+
+
+def _style_column(expression: models.Expression) -> models.GeneratedField:
+    return models.GeneratedField(
+        expression=expression, output_field=models.IntegerField(), db_persist=True
+    )
+
+
 class Response(models.Model):
-    """A candidate response to a prompt, with where it came from."""
+    """A candidate response to a prompt, with where it came from.
+
+    The style columns are computed by the database on every write, however the row got
+    there (import, generation job, bulk COPY): the leaderboard's style control compares
+    them over hundreds of thousands of responses, too many to measure at read time
+    (about 10 us a response at write).
+    """
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     text = models.TextField()
@@ -383,6 +440,11 @@ class Response(models.Model):
     )
     sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Style, for the leaderboard's style control: characters and Markdown elements.
+    length = _style_column(Length("text"))
+    markdown_headers = _style_column(MarkdownCount("text", "headers"))
+    markdown_list_items = _style_column(MarkdownCount("text", "list_items"))
+    markdown_bold = _style_column(MarkdownCount("text", "bold"))
 
     class Meta:
         ordering = ["id"]

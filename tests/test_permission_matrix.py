@@ -95,6 +95,7 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-agreement": [Row(API_READERS)],
     "api:project-consistency": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
+    "api:leaderboard": [Row(API_READERS)],
     "api:job-detail": [Row(API_READERS)],
     # Reward models are for admins and viewers; admins train, activate, delete, start jobs.
     "api:reward-model-list": [Row(API_READERS), Row(API_ADMIN_WRITE, method="post")],
@@ -123,6 +124,7 @@ EXPECTED: dict[str, list[Row]] = {
     ],
     # Admin pages of this project
     "feedback:project-agreement": [Row(PAGE_READERS)],
+    "feedback:project-leaderboard": [Row(PAGE_READERS)],
     "annotate:judge-quality": [Row(PAGE_READERS)],
     "annotate:project-jobs": [Row(PAGE_ADMINS)],
     "annotate:job-generate": [

@@ -20,6 +20,7 @@ from feedback.models import (
     Submission,
     Task,
 )
+from feedback.selectors import LEADERBOARD_MIN_VOTES
 
 
 class JsonTypes:
@@ -306,6 +307,99 @@ class AgreementParamsSerializer(QueryParamsSerializer):
     sources = serializers.ChoiceField(
         choices=[s.value for s in Sources], default=Sources.ANNOTATORS.value
     )
+
+
+# --- Leaderboard -----------------------------------------------------------------------
+
+
+class LeaderboardParamsSerializer(QueryParamsSerializer):
+    sources = serializers.ChoiceField(choices=[s.value for s in Sources], default=Sources.ALL.value)
+    category = serializers.RegexField(
+        r"^[^:]+:",
+        required=False,
+        max_length=1000,
+        trim_whitespace=False,
+        help_text="key:value - only prompts whose metadata[key] is value (compared as text).",
+        error_messages={"invalid": "Write the category as key:value."},
+    )
+    include_rankings = serializers.BooleanField(
+        default=False, help_text="Also count each ranking as the pairwise outcomes it implies."
+    )
+    min_votes = serializers.IntegerField(
+        default=LEADERBOARD_MIN_VOTES,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text="Models with fewer comparisons are marked few_votes.",
+    )
+    resamples = serializers.IntegerField(
+        default=1000, min_value=0, max_value=2000, help_text="Bootstrap resamples; 0: no intervals."
+    )
+    online_elo = serializers.BooleanField(
+        default=True, help_text="Also replay the votes in time order as online Elo (K = 4)."
+    )
+    format = serializers.ChoiceField(choices=["json", "csv"], default="json")
+
+    def validate_category(self, value: str) -> tuple[str, str]:
+        key, _, rest = value.partition(":")
+        return key, rest
+
+
+class ModelStandingSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    rank = serializers.IntegerField()
+    rating = serializers.FloatField(help_text="Bradley-Terry, Elo scale, mean 1000.")
+    rating_low = serializers.FloatField(allow_null=True)
+    rating_high = serializers.FloatField(allow_null=True)
+    rank_low = serializers.IntegerField(allow_null=True)
+    rank_high = serializers.IntegerField(allow_null=True)
+    votes = serializers.IntegerField()
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    win_rate = serializers.FloatField()
+    style_rating = serializers.FloatField(allow_null=True)
+    style_rank = serializers.IntegerField(allow_null=True)
+    online_elo = serializers.FloatField(allow_null=True)
+    few_votes = serializers.BooleanField()
+
+
+class PairStandingSerializer(serializers.Serializer):
+    model_a = serializers.CharField()
+    model_b = serializers.CharField()
+    votes = serializers.IntegerField()
+    a_wins = serializers.IntegerField()
+    b_wins = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    a_win_rate = serializers.FloatField()
+
+
+class StyleEffectSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    coefficient = serializers.FloatField(allow_null=True)
+    standard_error = serializers.FloatField(allow_null=True)
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    """The slice asked for, its totals, and the models best first."""
+
+    sources = serializers.CharField()
+    category = serializers.SerializerMethodField()
+    include_rankings = serializers.BooleanField()
+    min_votes = serializers.IntegerField()
+    resamples = serializers.IntegerField()
+    level = serializers.FloatField(help_text="Of the rating and rank intervals.")
+    votes = serializers.IntegerField()
+    prompts = serializers.IntegerField()
+    first_decided = serializers.IntegerField(help_text="Pairwise votes that chose a side.")
+    first_wins = serializers.IntegerField(help_text="Of those, won by the response shown first.")
+    first_win_rate = serializers.FloatField(allow_null=True)
+    models = ModelStandingSerializer(many=True)
+    pairs = PairStandingSerializer(many=True)
+    style = StyleEffectSerializer(many=True)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_category(self, board) -> str | None:
+        return None if board.category is None else ":".join(board.category)
 
 
 class ResponseScoresParamsSerializer(QueryParamsSerializer):

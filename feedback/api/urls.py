@@ -45,6 +45,7 @@ urlpatterns = [
         f"{project}consistency/", views.ProjectConsistencyApi.as_view(), name="project-consistency"
     ),
     path(f"{project}judges/quality/", views.JudgeQualityApi.as_view(), name="judge-quality"),
+    path(f"{project}leaderboard/", views.LeaderboardApi.as_view(), name="leaderboard"),
     path(f"{project}jobs/<int:job_id>/", views.JobDetailApi.as_view(), name="job-detail"),
     path(f"{project}reward-models/", views.RewardModelListApi.as_view(), name="reward-model-list"),
     path(f"{reward_model}", views.RewardModelDetailApi.as_view(), name="reward-model-detail"),

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from functools import cached_property
 
 from django.db.models import Prefetch
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -39,7 +39,7 @@ from feedback.api.permissions import (
     project_and_role,
 )
 from feedback.exports import ExportOptions, export_rows
-from feedback.io import export_jsonl, export_parquet
+from feedback.io import export_jsonl, export_parquet, leaderboard_csv
 from feedback.jobs import RewardTrainParams, job_start, params_parse
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.models import Job, PairSelection, Project, RewardModel, SelectionRound
@@ -346,6 +346,37 @@ class JudgeQualityApi(ProjectScoped, APIView):
                 "judges": [asdict(r) for r in reports],
             }
         )
+
+
+class LeaderboardApi(ProjectScoped, APIView):
+    """Bradley-Terry ratings of the models with bootstrap intervals, style control, online
+    Elo and head-to-head records; `format=csv` downloads the table."""
+
+    permission_classes = [IsProjectReader]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = StreamNegotiation
+
+    @extend_schema(
+        parameters=[s.LeaderboardParamsSerializer],
+        responses={
+            (200, "application/json"): s.LeaderboardSerializer,
+            (200, leaderboard_csv.MEDIA_TYPE): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response | HttpResponse:
+        params = s.LeaderboardParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        options = dict(params.validated_data)
+        as_csv = options.pop("format") == "csv"
+        board = selectors.project_leaderboard(project=self.project, **options)
+        if not as_csv:
+            return Response(s.LeaderboardSerializer(board).data)
+        response = HttpResponse(
+            leaderboard_csv.write_leaderboard(board), content_type=leaderboard_csv.MEDIA_TYPE
+        )
+        name = f"{slugify(self.project.name) or 'project'}-leaderboard.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
 
 # --- Jobs and reward models --------------------------------------------------------------
