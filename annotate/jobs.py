@@ -18,6 +18,7 @@ from django_htmx.middleware import HtmxDetails
 from feedback.endpoints import inference_endpoints
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_retry, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
+from feedback.loop import round_table
 from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
@@ -42,7 +43,7 @@ def _login_required_htmx(view):
     return wrapper
 
 
-def _admin_project(request: HttpRequest, project_id: int) -> Project:
+def admin_project(request: HttpRequest, project_id: int) -> Project:
     project = get_object_or_404(Project, pk=project_id)
     role = member_role(request.user, project)
     if role is None:
@@ -118,7 +119,7 @@ class JudgeForm(forms.Form):
         return {"judge_id": self.cleaned_data["judge"].pk, "kinds": self.cleaned_data["kinds"]}
 
 
-def _start(request: HttpRequest, project: Project, kind: str, form: forms.Form) -> bool:
+def start_from_form(request: HttpRequest, project: Project, kind: str, form: forms.Form) -> bool:
     if not form.is_valid():
         return False
     try:
@@ -146,22 +147,27 @@ def _jobs_page(
     request: HttpRequest, project: Project, generate: GenerateForm, judge: JudgeForm
 ) -> HttpResponse:
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:50]
-    context = {"project": project, "jobs": jobs, "generate_form": generate, "judge_form": judge}
+    context = {
+        **round_table(project),
+        "jobs": jobs,
+        "generate_form": generate,
+        "judge_form": judge,
+    }
     return render(request, "annotate/jobs.html", context)
 
 
 @login_required
 def project_jobs(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     return _jobs_page(request, project, GenerateForm(), JudgeForm(project=project))
 
 
 @login_required
 @require_POST
 def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     form = GenerateForm(request.POST)
-    if _start(request, project, Job.Kind.GENERATE, form):
+    if start_from_form(request, project, Job.Kind.GENERATE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
     return _jobs_page(request, project, form, JudgeForm(project=project))
 
@@ -169,9 +175,9 @@ def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_judge(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     form = JudgeForm(request.POST, project=project)
-    if _start(request, project, Job.Kind.JUDGE, form):
+    if start_from_form(request, project, Job.Kind.JUDGE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
     return _jobs_page(request, project, GenerateForm(), form)
 
@@ -189,7 +195,7 @@ def _job_context(job: Job) -> dict[str, Any]:
 def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """The job's progress bar; htmx polls it while the job is queued or running."""
     job = get_object_or_404(Job, pk=job_id)
-    _admin_project(request, job.project_id)
+    admin_project(request, job.project_id)
     return render(request, "annotate/jobs.html#job-progress", _job_context(job))
 
 
@@ -209,7 +215,7 @@ def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 def _job_change(request: HtmxHttpRequest, job_id: int, change: Callable[..., bool]) -> HttpResponse:
     """Apply a project admin's `change` to the job; show its row again (htmx) or the page."""
     job = get_object_or_404(Job, pk=job_id)
-    _admin_project(request, job.project_id)
+    admin_project(request, job.project_id)
     change(job=job)
     job.refresh_from_db()
     if request.htmx:

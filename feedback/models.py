@@ -8,12 +8,16 @@ project) are checked in `clean()`, which the services call before saving.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
@@ -278,6 +282,10 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         GENERATE = "generate", "Generate candidates"
         JUDGE = "judge", "LLM judge"
+        TRAIN_REWARD = "train_reward", "Train a reward model"
+        SCORE = "score", "Score responses"
+        EVALUATE_REWARD = "evaluate_reward", "Evaluate a reward model"
+        SELECT = "select", "Select pairs (a round)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -355,8 +363,63 @@ class Job(models.Model):
         return beat is None or beat < cutoff
 
 
+class MarkdownCount(models.Func):
+    """How many Markdown headers, list items or bold spans a text has, as LMSYS's style
+    control counts them (`fastchat/serve/monitor/add_markdown_info.py`).
+
+    PostgreSQL counts with `regexp_count`; SQLite (the demo), which has no regular
+    expressions, counts literal markers with REPLACE and misses indented list items.
+    """
+
+    output_field = models.IntegerField()
+    # kind -> (PostgreSQL regular expression, its flags, SQLite's markers, per match)
+    KINDS = {
+        "headers": (r"^#{1,6}[ \t]", "n", ["\n#"], 1),
+        "list_items": (
+            r"^[ \t]*([0-9]+\.|[-*+])[ \t]",
+            "n",
+            ["\n- ", "\n* ", "\n+ ", *(f"\n{n}. " for n in range(1, 10))],
+            1,
+        ),
+        "bold": (r"\*\*[^*\n]+\*\*|__[^_\n]+__", "", ["**", "__"], 2),
+    }
+
+    def __init__(self, expression: Any, kind: str, **extra: Any) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"kind is one of {', '.join(self.KINDS)}, not {kind!r}")
+        self.kind = kind
+        super().__init__(expression, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        pattern, flags, _, _ = self.KINDS[self.kind]
+        return f"regexp_count({text}, %s, 1, %s)", [*params, pattern, flags]
+
+    def as_sql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        _, _, markers, per_match = self.KINDS[self.kind]
+        lines = f"(%s || {text})"  # a newline first, so the first line counts too
+        terms, term_params = [], []
+        for marker in markers:
+            terms.append(f"(LENGTH({lines}) - LENGTH(REPLACE({lines}, %s, ''))) / {len(marker)}")
+            term_params += ["\n", *params, "\n", *params, marker]
+        return f"(({' + '.join(terms)}) / {per_match})", term_params
+
+
+def _style_column(expression: models.Expression) -> models.GeneratedField:
+    return models.GeneratedField(
+        expression=expression, output_field=models.IntegerField(), db_persist=True
+    )
+
+
 class Response(models.Model):
-    """A candidate response to a prompt, with where it came from."""
+    """A candidate response to a prompt, with where it came from.
+
+    The style columns are computed by the database on every write, however the row got
+    there (import, generation job, bulk COPY): the leaderboard's style control compares
+    them over hundreds of thousands of responses, too many to measure at read time
+    (about 10 us a response at write).
+    """
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     text = models.TextField()
@@ -377,6 +440,11 @@ class Response(models.Model):
     )
     sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Style, for the leaderboard's style control: characters and Markdown elements.
+    length = _style_column(Length("text"))
+    markdown_headers = _style_column(MarkdownCount("text", "headers"))
+    markdown_list_items = _style_column(MarkdownCount("text", "list_items"))
+    markdown_bold = _style_column(MarkdownCount("text", "bold"))
 
     class Meta:
         ordering = ["id"]
@@ -1009,3 +1077,404 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id}"
+
+
+class RewardModel(models.Model):
+    """A reward model trained on a project's feedback, its weights under ARTIFACT_ROOT.
+
+    The row says what it learnt from (`export_options`: the export queries that gave its
+    training rows; `data_snapshot`: the newest submission read and counts per kind and
+    source) and how well (`metrics` on the held-out split, `curve` per evaluation step).
+    """
+
+    class BackboneKind(models.TextChoices):
+        SEQUENCE_CLASSIFICATION = "sequence-classification", "Sequence classification"
+        EMBEDDING = "embedding", "Sentence embedding with a head"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
+    name = models.CharField(max_length=200)
+    backbone = models.CharField(max_length=500, help_text="Hub name or local path it started from.")
+    backbone_kind = models.CharField(max_length=32, choices=BackboneKind.choices)
+    parameters = models.JSONField(default=dict, blank=True, help_text="Training parameters.")
+    export_options = models.JSONField(
+        default=dict, blank=True, help_text="Export options per training shape."
+    )
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Held-out evaluation.")
+    curve = models.JSONField(default=list, blank=True, help_text="Learning curve points.")
+    artifact_path = models.CharField(
+        max_length=500, help_text="Directory of weights and tokenizer, under ARTIFACT_ROOT."
+    )
+    job = models.OneToOneField(
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reward_model",
+        help_text="The job that trained it: a rerun of the job finds it made.",
+    )
+    is_active = models.BooleanField(
+        default=False, help_text="Scores new responses and ranks candidates for the project."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(is_active=True),
+                name="rewardmodel_one_active_per_project",
+                violation_error_message="The project already has an active reward model.",
+            ),
+            models.CheckConstraint(
+                name="rewardmodel_backbone_kind_valid",
+                condition=Q(backbone_kind__in=["sequence-classification", "embedding"]),
+                violation_error_message="Unknown backbone kind.",
+            ),
+            models.CheckConstraint(
+                name="rewardmodel_artifact_path_relative",
+                condition=~Q(artifact_path="") & ~Q(artifact_path__startswith="/"),
+                violation_error_message="The artifact path is relative to ARTIFACT_ROOT.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reward model {self.name} ({self.pk})"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(settings.ARTIFACT_ROOT) / self.artifact_path
+
+
+class RewardEvaluation(models.Model):
+    """A reward model's metrics on one project's feedback (its own or another's); the
+    latest evaluation per (model, project) replaces the one before."""
+
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="reward_evaluations"
+    )
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL)
+    export_options = models.JSONField(default=dict, blank=True)
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reward_model", "project"],
+                name="rewardevaluation_one_per_project",
+                violation_error_message="This model already has an evaluation on this project.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation of {self.reward_model_id} on project {self.project_id}"
+
+
+class ResponseScore(models.Model):
+    """A reward model's score of one response."""
+
+    # The unique index (reward_model, response) serves the reads: a model's scores of a
+    # project's responses, and the responses it has not scored yet.
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="scores", db_index=False
+    )
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="scores")
+    score = models.FloatField()
+    # Selectors that read the model's uncertainty (ensemble disagreement, Thompson
+    # sampling) need every head; `score` is head 0, the one fitted on all labels.
+    head_scores = models.JSONField(
+        null=True, blank=True, help_text="Every head's score, when the model has more than one."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reward_model", "response"],
+                name="responsescore_one_per_model",
+                violation_error_message="This model already scored this response.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.score:.3f} for response {self.response_id} by {self.reward_model_id}"
+
+
+class Selector(models.TextChoices):
+    """How a round chooses pairs (the functions of `worker.ml.selection`)."""
+
+    RANDOM = "random", "Random"
+    MARGIN = "margin", "Smallest reward margin"
+    DISAGREEMENT = "disagreement", "Ensemble disagreement"
+    THOMPSON = "thompson", "Double Thompson sampling"
+    DISSIMILAR = "dissimilar", "Embedding-dissimilar"
+    PROMPT = "prompt", "Prompts that need labels"
+
+
+class LoopConfig(models.Model):
+    """How a project's pairs are chosen, and whether the loop runs on its own.
+
+    `pairs_by_selection`: pair tasks come only from selection rounds, so thousands of
+    candidates do not make millions of tasks. `is_on`: a round starts by itself once
+    `retrain_every` new pairwise labels from people came in since the last one.
+    `reward_options`: the reward-training job's parameters (`RewardTrainParams`; each
+    round's model is named after them and the round). With a `judge`, a selected pair it
+    answers alike in both orders with at least `judge_min_strength` is settled by it, and
+    `control_share` of those go to people as well.
+    """
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="loop_config")
+    is_on = models.BooleanField(default=False, help_text="Start rounds on new labels.")
+    pairs_by_selection = models.BooleanField(
+        default=False, help_text="Pair tasks come only from selection rounds."
+    )
+    selector = models.CharField(max_length=16, choices=Selector.choices, default=Selector.MARGIN)
+    batch_size = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="Pairs picked per round.",
+    )
+    random_share = models.FloatField(
+        default=0.25,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of each batch drawn at random, for unbiased evaluation.",
+    )
+    retrain_every = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="New pairwise labels from people that start the next round.",
+    )
+    max_pairs_per_prompt = models.PositiveIntegerField(
+        default=50,
+        validators=[MinValueValidator(1)],
+        help_text="Candidate pairs drawn per prompt each round.",
+    )
+    reward_options = models.JSONField(
+        default=dict, blank=True, help_text="Reward-training parameters; empty: no retraining."
+    )
+    judge = models.ForeignKey(
+        Judge,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="loop_configs",
+        help_text="Settles the pairs it is sure of; empty: every pair goes to people.",
+    )
+    judge_min_strength = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(3)],
+        help_text="1 slightly, 2 clearly, 3 much better, in both orders.",
+    )
+    control_share = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of the judge's settled pairs also sent to people.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="loopconfig_selector_valid",
+                condition=Q(selector__in=Selector.values),
+                violation_error_message="Unknown selector.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_batch_size_range",
+                condition=Q(batch_size__gte=1, batch_size__lte=10000),
+                violation_error_message="A batch holds 1 to 10,000 pairs.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_random_share_range",
+                condition=Q(random_share__gte=0, random_share__lte=1),
+                violation_error_message="The random share is between 0 and 1.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_retrain_every_positive",
+                condition=Q(retrain_every__gte=1),
+                violation_error_message="Retrain after at least one new label.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_max_pairs_positive",
+                condition=Q(max_pairs_per_prompt__gte=1),
+                violation_error_message="Draw at least one candidate pair per prompt.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_judge_strength_range",
+                condition=Q(judge_min_strength__gte=1, judge_min_strength__lte=3),
+                violation_error_message="The judge's strength is 1, 2 or 3.",
+            ),
+            models.CheckConstraint(
+                name="loopconfig_control_share_range",
+                condition=Q(control_share__gte=0, control_share__lte=1),
+                violation_error_message="The control share is between 0 and 1.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"loop of {self.project} ({'on' if self.is_on else 'off'})"
+
+
+class SelectionRound(models.Model):
+    """One selection job: what it learnt from, which model and selector it used, what it
+    picked and where the picks went (people, the judge, both).
+
+    Rounds are numbered per project; the unique number is what makes the loop's trigger
+    start a round once however many submissions see the threshold at the same time.
+    """
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Started by an admin"
+        LOOP_ON = "loop_on", "Loop turned on"
+        LABELS = "labels", "New labels"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="selection_rounds")
+    number = models.PositiveIntegerField()
+    job = models.OneToOneField(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="selection_round"
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    # Submission ids come from one sequence: labels with a larger id came after the round
+    # started, and count toward the next one.
+    submission_marker = models.PositiveBigIntegerField(
+        default=0, help_text="The newest submission id when the round started."
+    )
+    people_labels = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Current pairwise labels from people when it ran."
+    )
+    judge_labels = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Current pairwise labels from judges when it ran."
+    )
+    reward_model = models.ForeignKey(
+        RewardModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="selection_rounds",
+        help_text="The model whose scores it read (trained in the round when `retrained`).",
+    )
+    retrained = models.BooleanField(default=False)
+    held_out_accuracy = models.FloatField(null=True, blank=True)
+    selector = models.CharField(max_length=16, choices=Selector.choices)
+    selector_used = models.CharField(
+        max_length=16, choices=Selector.choices, blank=True, help_text="After any fallback."
+    )
+    fallback = models.TextField(blank=True, help_text="Why another selector ran.")
+    candidates = models.PositiveIntegerField(default=0, help_text="Pairs it chose from.")
+    picked = models.PositiveIntegerField(default=0)
+    created_tasks = models.PositiveIntegerField(default=0)
+    reprioritised = models.PositiveIntegerField(default=0)
+    to_people = models.PositiveIntegerField(default=0, help_text="Picks sent to people only.")
+    judge_settled = models.PositiveIntegerField(default=0, help_text="Settled by the judge.")
+    control = models.PositiveIntegerField(
+        default=0, help_text="Settled by the judge and sent to people as a check."
+    )
+    judge = models.ForeignKey(
+        Judge,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="selection_rounds",
+        help_text="The judge asked to settle its picks.",
+    )
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per stage.")
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "number"],
+                name="selectionround_one_per_number",
+                violation_error_message="The project already has a round with this number.",
+            ),
+            models.CheckConstraint(
+                name="selectionround_number_positive",
+                condition=Q(number__gte=1),
+                violation_error_message="Rounds are numbered from 1.",
+            ),
+            models.CheckConstraint(
+                name="selectionround_trigger_valid",
+                condition=Q(trigger__in=["manual", "loop_on", "labels"]),
+                violation_error_message="Unknown trigger.",
+            ),
+            models.CheckConstraint(
+                name="selectionround_routes_within_picks",
+                condition=Q(picked__gte=F("to_people") + F("judge_settled") + F("control"))
+                & Q(picked__gte=F("created_tasks") + F("reprioritised")),
+                violation_error_message="A round routes no more pairs than it picked.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number} of {self.project}"
+
+
+class PairSelection(models.Model):
+    """A pair task a round picked: its place in the batch, the selector's score and reason,
+    and where it went. While the judge is asked, and once it settled the pair, the task is
+    not served to people (`HELD`)."""
+
+    class Route(models.TextChoices):
+        PEOPLE = "people", "People"
+        JUDGE_PENDING = "judge_pending", "Waiting for the judge"
+        JUDGE = "judge", "Settled by the judge"
+        CONTROL = "control", "Settled by the judge, checked by people"
+
+    HELD = (Route.JUDGE_PENDING, Route.JUDGE)
+
+    round = models.ForeignKey(SelectionRound, on_delete=models.CASCADE, related_name="picks")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="selections")
+    rank = models.PositiveIntegerField(help_text="0 is the batch's first pick.")
+    selector = models.CharField(max_length=16, choices=Selector.choices)
+    score = models.FloatField(help_text="The selector's score; higher was picked first.")
+    reason = models.TextField(blank=True)
+    route = models.CharField(max_length=16, choices=Route.choices, default=Route.PEOPLE)
+
+    class Meta:
+        ordering = ["round", "rank"]
+        indexes = [
+            # The queue leaves held tasks out with one probe of this small index per task.
+            models.Index(
+                fields=["task"],
+                condition=Q(route__in=["judge_pending", "judge"]),
+                name="pairselection_held_task",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "task"],
+                name="pairselection_once_per_round",
+                violation_error_message="The round already picked this task.",
+            ),
+            models.UniqueConstraint(
+                fields=["round", "rank"],
+                name="pairselection_unique_rank",
+                violation_error_message="Two picks share a rank.",
+            ),
+            models.CheckConstraint(
+                name="pairselection_selector_valid",
+                condition=Q(selector__in=Selector.values),
+                violation_error_message="Unknown selector.",
+            ),
+            models.CheckConstraint(
+                name="pairselection_route_valid",
+                condition=Q(route__in=["people", "judge_pending", "judge", "control"]),
+                violation_error_message="Unknown route.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"pick {self.rank} of round {self.round_id}: task {self.task_id}"

@@ -25,7 +25,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
-from feedback.models import Assignment, Project, Submission, Task
+from feedback.loop import loop_labels_committed
+from feedback.models import Assignment, PairSelection, Project, Submission, Task
 from feedback.services import FeedbackError, FeedbackInput, submission_create
 
 Status = Assignment.Status
@@ -114,11 +115,17 @@ def task_claim_next(
 
 
 def _open_tasks(project: Project, annotator: AbstractBaseUser):
-    """Tasks of the project that still need annotators and that the annotator has not had."""
+    """Tasks of the project that still need annotators and that the annotator has not had,
+    less those a selection round holds for its judge or the judge settled."""
     had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(
         status=Status.EXPIRED
     )
-    return Task.objects.filter(project=project, is_full=False).exclude(Exists(had))
+    held = PairSelection.objects.filter(task=OuterRef("pk"), route__in=PairSelection.HELD)
+    return (
+        Task.objects.filter(project=project, is_full=False)
+        .exclude(Exists(had))
+        .exclude(Exists(held))
+    )
 
 
 @transaction.atomic
@@ -212,10 +219,16 @@ def task_submit(
         assignment.status = Status.SUBMITTED
         assignment.finished_at = now
         assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
-    return submission_create(
+    submission = submission_create(
         task=task,
         annotator=annotator,
         feedback=feedback,
         duration_ms=duration_ms,
         submit_key=submit_key,
     )
+    if feedback.pairwise is not None:
+        # After the commit, so that the count sees this label; robust: a failed check is
+        # logged and the annotator's answer stands.
+        project_id = task.project_id
+        transaction.on_commit(lambda: loop_labels_committed(project_id=project_id), robust=True)
+    return submission

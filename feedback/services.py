@@ -27,6 +27,7 @@ from feedback.models import (
     FreeTextFeedback,
     IdempotencyKey,
     Job,
+    LoopConfig,
     PairwiseFeedback,
     Project,
     ProjectMember,
@@ -351,10 +352,15 @@ def task_layouts(project: Project) -> list[Task.Layout]:
     return layouts
 
 
-def tasks_plan(project: Project, response_ids: Sequence[int]) -> list[tuple[str, list[int]]]:
-    """The tasks for one prompt's responses: (layout, response ids in display order)."""
+def tasks_plan(
+    project: Project, response_ids: Sequence[int], layouts: Sequence[str] | None = None
+) -> list[tuple[str, list[int]]]:
+    """The tasks for one prompt's responses: (layout, response ids in display order).
+
+    `layouts`: the layouts to plan, by default all the project needs (`task_layouts`).
+    """
     plan: list[tuple[str, list[int]]] = []
-    for layout in task_layouts(project):
+    for layout in task_layouts(project) if layouts is None else layouts:
         if layout == Task.Layout.SINGLE:
             plan.extend((layout, [rid]) for rid in response_ids)
         elif layout == Task.Layout.PAIR:
@@ -381,24 +387,14 @@ def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     return random.Random(seed).sample(list(response_ids), len(response_ids)), seed
 
 
-@transaction.atomic
-def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
-    """Create the tasks each prompt's current responses need and it does not have yet.
+def _tasks_shown(
+    project: Project, prompt_ids: Sequence[int]
+) -> dict[tuple[int, str], dict[frozenset[int], int]]:
+    """The prompts' existing tasks: (prompt id, layout) -> {set of response ids: task id}.
 
-    Plans tasks over the prompt's whole response set, so new responses are paired with
-    the old ones too, and leaves out every planned task whose set of responses an existing
-    task of that layout already shows. Running it twice creates nothing the second time.
+    Call with the prompts locked (`_prompts_lock`), so that what is missing stays missing
+    until this transaction creates it.
     """
-    # Two jobs finishing on the same prompts would both see the tasks missing.
-    list(Prompt.objects.select_for_update().filter(pk__any=prompt_ids).values_list("pk"))
-    responses: dict[int, list[int]] = defaultdict(list)
-    for prompt_id, response_id in (
-        Response.objects.filter(prompt_id__any=prompt_ids)
-        .order_by("id")
-        .values_list("prompt_id", "id")
-    ):
-        responses[prompt_id].append(response_id)
-    shown: dict[tuple[int, str], set[frozenset[int]]] = defaultdict(set)
     members: dict[int, set[int]] = defaultdict(set)
     layout_of: dict[int, tuple[int, str]] = {}
     for task_id, prompt_id, layout, response_id in TaskResponse.objects.filter(
@@ -406,25 +402,110 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     ).values_list("task_id", "task__prompt_id", "task__layout", "response_id"):
         members[task_id].add(response_id)
         layout_of[task_id] = (prompt_id, layout)
-    for task_id, key in layout_of.items():
-        shown[key].add(frozenset(members[task_id]))
+    shown: dict[tuple[int, str], dict[frozenset[int], int]] = defaultdict(dict)
+    for task_id, key in sorted(layout_of.items()):
+        shown[key].setdefault(frozenset(members[task_id]), task_id)
+    return shown
 
-    planned = [
-        (prompt_id, layout, *display_order(ids))
-        for prompt_id, ids in responses.items()
-        for layout, ids in tasks_plan(project, ids)
-        if frozenset(ids) not in shown[(prompt_id, layout)]
-    ]
+
+def _prompts_lock(prompt_ids: Sequence[int]) -> None:
+    # Two jobs finishing on the same prompts would both see the tasks missing.
+    list(Prompt.objects.select_for_update().filter(pk__any=prompt_ids).values_list("pk"))
+
+
+def _tasks_create(
+    project: Project, planned: Sequence[tuple[int, str, Sequence[int]]]
+) -> list[Task]:
+    """Tasks for (prompt id, layout, response ids) rows, each in a fresh display order."""
+    ordered = [(prompt_id, layout, *display_order(ids)) for prompt_id, layout, ids in planned]
     tasks = Task.objects.bulk_create(
         Task(project=project, prompt_id=prompt_id, layout=layout, display_seed=seed)
-        for prompt_id, layout, _, seed in planned
+        for prompt_id, layout, _, seed in ordered
     )
     TaskResponse.objects.bulk_create(
         TaskResponse(task=task, response_id=response_id, position=position)
-        for task, (_, _, ids, _) in zip(tasks, planned, strict=True)
+        for task, (_, _, ids, _) in zip(tasks, ordered, strict=True)
         for position, response_id in enumerate(ids)
     )
     return tasks
+
+
+def pairs_by_selection(project: Project) -> bool:
+    """Whether the project's pair tasks come only from selection rounds."""
+    return LoopConfig.objects.filter(project=project, pairs_by_selection=True).exists()
+
+
+@transaction.atomic
+def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
+    """Create the tasks each prompt's current responses need and it does not have yet.
+
+    Plans tasks over the prompt's whole response set, so new responses are paired with
+    the old ones too, and leaves out every planned task whose set of responses an existing
+    task of that layout already shows. Running it twice creates nothing the second time.
+    A project whose pairs come from selection (`pairs_by_selection`) gets no pair tasks
+    here: n responses make n(n-1)/2 pairs, and only those a round picks become tasks.
+    """
+    _prompts_lock(prompt_ids)
+    responses: dict[int, list[int]] = defaultdict(list)
+    for prompt_id, response_id in (
+        Response.objects.filter(prompt_id__any=prompt_ids)
+        .order_by("id")
+        .values_list("prompt_id", "id")
+    ):
+        responses[prompt_id].append(response_id)
+    shown = _tasks_shown(project, prompt_ids)
+    layouts = task_layouts(project)
+    if Task.Layout.PAIR in layouts and pairs_by_selection(project):
+        layouts.remove(Task.Layout.PAIR)
+    planned = [
+        (prompt_id, layout, ids)
+        for prompt_id, ids in responses.items()
+        for layout, ids in tasks_plan(project, ids, layouts)
+        if frozenset(ids) not in shown[(prompt_id, layout)]
+    ]
+    return _tasks_create(project, planned)
+
+
+@transaction.atomic
+def pair_tasks_ensure(
+    *, project: Project, pairs: Sequence[tuple[int, int]]
+) -> tuple[list[int], int]:
+    """The pair task of each (response id, response id) of the project, created when the
+    pair has none: (task ids in the order of `pairs`, how many were created).
+
+    How a selection round turns its picks into tasks: each new one shown in a random
+    display order, as tasks_extend shows them, and a pair that already has a task keeps it,
+    so a rerun creates nothing. Raises FeedbackError for responses of another project and
+    pairs across prompts.
+    """
+    ids = sorted({response_id for pair in pairs for response_id in pair})
+    prompt_of = dict(
+        Response.objects.filter(pk__any=ids, prompt__project=project).values_list("pk", "prompt_id")
+    )
+    for index, (a, b) in enumerate(pairs):
+        if a not in prompt_of or b not in prompt_of:
+            raise FeedbackError(
+                "Unknown response.",
+                errors={f"pairs[{index}]": ["Both responses must be of this project."]},
+            )
+        if prompt_of[a] != prompt_of[b] or a == b:
+            raise FeedbackError(
+                "Not a pair.",
+                errors={f"pairs[{index}]": ["Two different responses to one prompt."]},
+            )
+    prompt_ids = sorted({prompt_of[a] for a, _ in pairs})
+    _prompts_lock(prompt_ids)
+    shown = _tasks_shown(project, prompt_ids)
+    missing: dict[frozenset[int], tuple[int, str, list[int]]] = {}
+    for a, b in pairs:
+        key = frozenset((a, b))
+        if key not in shown[(prompt_of[a], Task.Layout.PAIR)]:
+            missing.setdefault(key, (prompt_of[a], Task.Layout.PAIR, [a, b]))
+    created = _tasks_create(project, list(missing.values()))
+    for key, task in zip(missing, created, strict=True):
+        shown[(task.prompt_id, Task.Layout.PAIR)][key] = task.pk
+    task_ids = [shown[(prompt_of[a], Task.Layout.PAIR)][frozenset((a, b))] for a, b in pairs]
+    return task_ids, len(created)
 
 
 # --- Import --------------------------------------------------------------------------
@@ -541,6 +622,8 @@ def prompts_import(
         for candidate in row.responses
     )
     tasks = tasks_extend(project=project, prompt_ids=[prompt.pk for prompt in prompts])
+    if responses:
+        _score_new_responses(project)
     return ImportResult(
         prompts=len(prompts),
         responses=len(responses),
@@ -611,9 +694,17 @@ def responses_bulk_create(
     if create_tasks:
         prompt_ids = sorted({response.prompt_id for response in responses})
         tasks = tasks_extend(project=project, prompt_ids=prompt_ids)
+    _score_new_responses(project)
     return ResponsesResult(
         responses=len(responses), tasks=len(tasks), response_ids=[r.pk for r in responses]
     )
+
+
+def _score_new_responses(project: Project) -> None:
+    """With an active reward model, imported responses are scored once committed."""
+    from feedback.jobs import score_new_responses  # feedback.jobs builds on this module
+
+    score_new_responses(project=project)
 
 
 # --- Projects --------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from feedback import queue
-from feedback.models import Job, Project, ProjectMember, Submission, Task
+from feedback.models import Job, Project, ProjectMember, SelectionRound, Submission, Task
 from tests.factories import (
     MemberFactory,
     ProjectFactory,
     ResponseFactory,
+    RewardModelFactory,
     UserFactory,
     task_with_responses,
 )
@@ -53,6 +54,8 @@ PAGE_ANNOTATORS = by_role(302, 200, 404, 404, 200, 404, 200)  # annotators and a
 PAGE_READERS = by_role(302, 403, 404, 200, 200, 404, 200)
 PAGE_ADMINS = by_role(302, 403, 404, 403, 200, 404, 200)
 ONLY_POST = by_role(*[405] * 7)  # a GET of a POST-only URL
+API_JOB_START = by_role(401, 403, 404, 403, 202, 404, 202)  # admins start a job (202)
+PAGE_ADMIN_ACTION = by_role(302, 403, 404, 403, 302, 404, 302)  # done, back to the page
 
 EXPECTED: dict[str, list[Row]] = {
     # Accounts
@@ -92,8 +95,36 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-agreement": [Row(API_READERS)],
     "api:project-consistency": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
+    "api:leaderboard": [Row(API_READERS)],
+    "api:job-detail": [Row(API_READERS)],
+    # Reward models are for admins and viewers; admins train, activate, delete, start jobs.
+    "api:reward-model-list": [Row(API_READERS), Row(API_ADMIN_WRITE, method="post")],
+    "api:reward-model-detail": [
+        Row(API_READERS),
+        Row(by_role(401, 403, 404, 403, 204, 404, 204), method="delete"),
+    ],
+    "api:reward-model-activate": [Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post")],
+    "api:reward-model-score": [Row(API_JOB_START, method="post")],
+    "api:reward-model-evaluate": [Row(API_JOB_START, method="post")],
+    # The active-learning loop: its configuration is for admins only, reads included.
+    "api:loop-config": [
+        Row(by_role(401, 403, 404, 403, 200, 404, 200)),
+        Row(by_role(401, 403, 404, 403, 200, 404, 200), method="patch"),  # {}: no change
+    ],
+    "api:round-list": [
+        Row(API_READERS),
+        Row(by_role(401, 403, 404, 403, 202, 404, 202), method="post"),  # a round starts
+    ],
+    "api:round-detail": [Row(API_READERS)],
+    "annotate:loop": [Row(PAGE_ADMINS), Row(PAGE_ADMINS, method="post")],
+    "annotate:loop-rounds": [Row(PAGE_ADMINS | {"anonymous": 401}, htmx=True)],
+    "annotate:loop-round-start": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
+    ],
     # Admin pages of this project
     "feedback:project-agreement": [Row(PAGE_READERS)],
+    "feedback:project-leaderboard": [Row(PAGE_READERS)],
     "annotate:judge-quality": [Row(PAGE_READERS)],
     "annotate:project-jobs": [Row(PAGE_ADMINS)],
     "annotate:job-generate": [
@@ -103,6 +134,29 @@ EXPECTED: dict[str, list[Row]] = {
     "annotate:job-judge": [
         Row(ONLY_POST | {"anonymous": 302}),
         Row(PAGE_ADMINS, method="post"),
+    ],
+    "annotate:reward-models": [Row(PAGE_ADMINS)],
+    "annotate:reward-model": [Row(PAGE_ADMINS)],
+    "annotate:best-of-n": [Row(PAGE_ADMINS)],
+    "annotate:reward-model-train": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMINS, method="post"),  # empty form: the page again, with errors
+    ],
+    "annotate:reward-model-evaluate": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMINS, method="post"),
+    ],
+    "annotate:reward-model-activate": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
+    ],
+    "annotate:reward-model-score": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
+    ],
+    "annotate:reward-model-delete": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
     ],
     # Polled by htmx: a session that ended gets 401, not the login page swapped in.
     "annotate:job-progress": [Row(PAGE_ADMINS | {"anonymous": 401}, htmx=True)],
@@ -215,6 +269,10 @@ def _make_world():
     assert queue.task_claim_next(project=project, annotator=users["annotator"]).task == task
     submission = Submission.objects.create(task=task, annotator=users["annotator"])
     job = Job.objects.create(project=project, kind=Job.Kind.JUDGE, created_by=users["admin"])
+    reward_model = RewardModelFactory(project=project)
+    selection_round = SelectionRound.objects.create(
+        project=project, number=1, trigger="manual", selector="margin"
+    )
     kwargs = {
         "project_id": project.pk,
         "task_id": task.pk,
@@ -222,7 +280,9 @@ def _make_world():
         "response_id": task.prompt.responses.first().pk,
         "submission_id": submission.pk,
         "job_id": job.pk,
+        "reward_model_id": reward_model.pk,
         "other_project_id": other_project.pk,
+        "number": selection_round.number,
     }
     return users, kwargs
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from celery import Task as CeleryTask
 from django.db import InterfaceError, OperationalError, connection
@@ -25,10 +24,16 @@ from feedback.jobs import (
     job_requeue,
     job_succeed,
 )
-from feedback.models import Job
 from worker.celery import app
 from worker.ml.openai_backend import TransientBackendError
-from worker.runs import generation_run, judging_run
+from worker.rounds import selection_round_run
+from worker.runs import (
+    generation_run,
+    judging_run,
+    reward_evaluation_run,
+    reward_training_run,
+    scoring_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,5 +116,21 @@ def run_judge(self: CeleryTask, job_id: int) -> None:
     run_job(self, job_id, judging_run)
 
 
-def task_for_kind(kind: str) -> Any:
-    return {Job.Kind.GENERATE: generate_candidates, Job.Kind.JUDGE: run_judge}[kind]
+@app.task(bind=True, **RETRY)
+def train_reward_model(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, reward_training_run)
+
+
+@app.task(bind=True, **RETRY)
+def score_responses(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, scoring_run)
+
+
+@app.task(bind=True, **RETRY)
+def evaluate_reward_model(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, reward_evaluation_run)
+
+
+@app.task(bind=True, **RETRY)
+def select_pairs(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, selection_round_run)

@@ -52,6 +52,12 @@ class IsProjectReader(_ProjectRole):
     read_roles = REPORT_ROLES
 
 
+class IsProjectAdmin(_ProjectRole):
+    """Admins only, reads too: the loop's configuration decides what people are asked."""
+
+    read_roles = frozenset({ADMIN})
+
+
 class IsStaff(BasePermission):
     """Creating projects is for staff; everyone signed in lists their own."""
 
