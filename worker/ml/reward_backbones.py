@@ -178,7 +178,6 @@ class RewardNet(nn.Module):
     rewards of its response tokens.
     """
 
-    kind: BackboneKind
     heads: int
     token_head: nn.Linear | None
 
@@ -234,8 +233,6 @@ class SequenceClassifierNet(RewardNet):
     The conversation goes through the tokenizer's chat template when it has one, else
     through `plain_chat`; one sequence per (prompt, response), its reward the model's logits.
     """
-
-    kind: BackboneKind = "sequence-classification"
 
     def __init__(self, path: str | Path, *, heads: int, token_head: bool, trained: bool) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -316,8 +313,6 @@ class EmbeddingNet(RewardNet):
     model and the fast path look at a pair the same way.
     """
 
-    kind: BackboneKind = "embedding"
-
     def __init__(self, path: str | Path, *, heads: int, token_head: bool, trained: bool) -> None:
         super().__init__()
         self.heads = heads
@@ -396,12 +391,12 @@ class EmbeddingNet(RewardNet):
         self._save_heads(out_dir, {"head": self.head, "token_head": self.token_head})
 
 
-def load_sentence_encoder(path: str | Path, device: str = "cpu") -> Any:
-    """A sentence-transformers model from a local directory (imported here: the package
-    takes seconds to import and only the embedding backbone needs it)."""
+def load_sentence_encoder(path: str | Path) -> Any:
+    """A sentence-transformers model from a local directory, on the CPU until moved
+    (imported here: the package takes seconds to import and only this backbone needs it)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path), device=device, local_files_only=True)
+    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
 def pair_features(prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
