@@ -246,6 +246,12 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     train_rows = read_pairs(Path(args.train_file))
     held_rows = read_pairs(Path(args.held_file))
+    # The backbone's modeling code is imported before either clock starts: importing it
+    # takes seconds, and whichever trainer imported more of transformers first paid less.
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(args.backbone))]
     runner = run_ours if args.engine == "ours" else run_trl
     result = runner(args, train_rows, held_rows)
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -275,9 +275,14 @@ class SequenceClassifierNet(RewardNet):
             texts.append(text)
             spans.append(span)
         templated = bool(getattr(self.tokenizer, "chat_template", None))
+        positions = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         # A chat template writes its own special tokens (BOS, turn markers).
         tokens = tokenize_with_offsets(
-            self.tokenizer, texts, spans, max_length, special_tokens=not templated
+            self.tokenizer,
+            texts,
+            spans,
+            min(max_length, positions or max_length),
+            special_tokens=not templated,
         )
         return [TextRow(ids, offsets) for ids, offsets in tokens]
 
@@ -360,14 +365,12 @@ class EmbeddingNet(RewardNet):
             for (ids, offsets), key in zip(tokens, keys, strict=True)
         ]
 
-    def embed(self, rows: list[TextRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pair features (n, 2d), token embeddings of the responses, their attention mask)."""
+    def embed(self, rows: list[TextRow]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pair features (n, 2d), token embeddings of the responses (n, L, width))."""
         device = next(self.encoder.parameters()).device
         pad = self.tokenizer.pad_token_id
-        slots: dict[int, int] = {}
-        for row in rows:
-            slots.setdefault(id(row.prompt_ids), len(slots))
-        distinct = {id(row.prompt_ids): row.prompt_ids for row in rows}
+        distinct = {id(row.prompt_ids): row.prompt_ids for row in rows}  # shared by a prompt
+        slots = {key: slot for slot, key in enumerate(distinct)}
         prompt_ids, prompt_mask = _pad(list(distinct.values()), pad)
         ids, mask = _pad([row.ids for row in rows], pad)
         prompts = self.encoder(
@@ -378,15 +381,15 @@ class EmbeddingNet(RewardNet):
         features = pair_features(
             prompts["sentence_embedding"][index], responses["sentence_embedding"]
         )
-        return features, responses["token_embeddings"], mask.to(device)
+        return features, responses["token_embeddings"]
 
     def forward(self, rows: list[TextRow]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features, tokens, mask = self.embed(rows)
+        features, tokens = self.embed(rows)
         rewards = self.head(features).float()
         if self.token_head is None:
             return rewards, None
         response = (response_offsets(rows, tokens.shape[1])[..., 0] >= 0).to(tokens.device)
-        return rewards, self._token_rewards(tokens, response & mask.bool())
+        return rewards, self._token_rewards(tokens, response)
 
     def save(self, out_dir: Path) -> None:
         self.encoder.save(str(out_dir / ENCODER_DIR))

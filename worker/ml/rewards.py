@@ -1,14 +1,13 @@
 """Reward models: preference rows in, a model that scores (prompt, response) out.
 
-Objectives (pure tensor functions, so they can be tested alone):
-- `pairwise_loss`: Bradley-Terry, -logsigmoid(r_chosen - r_rejected - margin), with TRL's
-  reward centering (`center_rewards_coefficient`) and ties trained toward 0.5.
-- `plackett_luce_loss`: listwise, for rankings; equal to Bradley-Terry for two items.
-- `span_penalty_loss`: fine-grained feedback (Wu et al. 2023, "Fine-Grained Human Feedback
-  Gives Better Rewards"): a per-token reward head whose tokens inside flagged spans are
-  pushed to -severity and the rest of a reviewed response to 0. It learns from span labels
-  only; its token rewards are added to the preference reward when scoring, so a flagged
-  phrase lowers a response's reward wherever it appears (more flagged tokens, lower).
+Rows: `Comparison` (pairwise, with margin, tie, agreement, source and penalty spans),
+`Ranking` (listwise), `pairs_from_ratings`, and `split_by_group` for the held-out split.
+The objectives are in `worker.ml.reward_objectives`: Bradley-Terry with margin and reward
+centering for pairs, Plackett-Luce for rankings, and span feedback as token-level penalties
+(Wu et al. 2023): a per-token head learns from span labels only, and its token rewards are
+added to the preference reward when scoring, so a flagged phrase lowers a response's reward
+wherever it appears (more flagged tokens, lower). Human and judge labels are kept apart
+(`judge_weight=0`) or mixed with a weight.
 
 `train` fine-tunes a backbone: a transformers sequence-classification model (one reward per
 head) or a sentence-transformers model with a linear head over (prompt, response) features.
@@ -28,14 +27,13 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from worker.ml.device import Device, cpu_bf16_is_fast, pick_device, seed_everything
@@ -48,9 +46,15 @@ from worker.ml.reward_backbones import (
     build_net,
 )
 from worker.ml.reward_metrics import evaluate
+from worker.ml.reward_objectives import (
+    Span,
+    pairwise_loss,
+    plackett_luce_loss,
+    span_penalty_loss,
+    token_penalty_targets,
+)
 
 Prompt = str | Sequence[Message]
-Span = tuple[int, int, float]  # (start, end) characters of a response, severity 0..1
 Progress = Callable[[dict[str, Any]], None]
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -206,94 +210,6 @@ def split_by_group(
         count += sizes[groups[index]]
     train = [item for item in items if item.group not in held]
     return train, [item for item in items if item.group in held]
-
-
-# --- Objectives ------------------------------------------------------------------------
-
-
-def pairwise_loss(
-    chosen: torch.Tensor,
-    rejected: torch.Tensor,
-    margin: torch.Tensor | None = None,
-    *,
-    weight: torch.Tensor | None = None,
-    tie: torch.Tensor | None = None,
-    center_rewards_coefficient: float | None = None,
-) -> torch.Tensor:
-    """Bradley-Terry loss, mean over rows (and heads, when rewards are (n, heads)).
-
-    -logsigmoid(chosen - rejected - margin) as TRL's RewardTrainer: a margin asks for a
-    larger gap on strong judgments. A tie (bool per row) is trained toward P = 0.5, its margin
-    ignored. `weight` multiplies each row's loss (shape broadcastable to the rewards).
-    Centering adds coefficient * mean((chosen + rejected)^2), which keeps rewards near 0
-    since Bradley-Terry only fixes their differences (Eisenstein et al. 2023, TRL).
-    """
-    gap = chosen - rejected
-    if margin is not None:
-        gap = gap - _column(margin, gap)
-    loss = -F.logsigmoid(gap)
-    if tie is not None:
-        raw = chosen - rejected
-        tie_loss = -0.5 * (F.logsigmoid(raw) + F.logsigmoid(-raw))
-        loss = torch.where(_column(tie, gap), tie_loss, loss)
-    if weight is not None:
-        loss = loss * _column(weight, gap)
-    loss = loss.mean()
-    if center_rewards_coefficient:
-        loss = loss + center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
-    return loss
-
-
-def plackett_luce_loss(rewards: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of each ranking under Plackett-Luce, per ranking.
-
-    rewards: (m, K) or (m, K, heads), each row's first `lengths[i]` entries best first, the
-    rest padding. The likelihood picks the best of the remaining items at each place:
-    prod_j exp(r_j) / sum_{l >= j} exp(r_l). For two items it is Bradley-Terry.
-    Returns (m,) or (m, heads).
-    """
-    positions = torch.arange(rewards.shape[1], device=rewards.device)
-    valid = positions[None, :] < lengths[:, None]
-    if rewards.dim() == 3:
-        valid = valid[..., None]
-    masked = rewards.masked_fill(~valid, float("-inf"))
-    # log sum_{l >= j} exp(r_l): a cumulative logsumexp from the end.
-    tail = torch.logcumsumexp(masked.flip(1), dim=1).flip(1)
-    terms = torch.where(valid, masked - tail, torch.zeros_like(rewards))
-    return -terms.sum(dim=1)
-
-
-def span_penalty_loss(
-    token_rewards: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Squared distance of reviewed tokens' rewards to their targets (-severity inside a
-    flagged span, 0 elsewhere in a reviewed response), averaged over the flagged tokens and
-    over the clean ones apart: flagged tokens are few, and a plain mean would let the clean
-    majority hold every token reward near 0. 0 when nothing was reviewed."""
-    squared = (token_rewards - targets) ** 2
-    flagged = mask * (targets < 0)
-    clean = mask * (targets >= 0)
-    loss = torch.zeros((), device=token_rewards.device)
-    for part in (flagged, clean):
-        loss = loss + (squared * part).sum() / part.sum().clamp(min=1)
-    return loss
-
-
-def token_penalty_targets(offsets: np.ndarray, spans: Iterable[Span]) -> np.ndarray:
-    """Target reward per token: -severity where a token overlaps a flagged span (the
-    highest severity if several), 0 elsewhere. `offsets` are (start, end) characters of
-    each token within the response, (-1, -1) for tokens outside it."""
-    targets = np.zeros(len(offsets), dtype=np.float32)
-    starts, ends = offsets[:, 0], offsets[:, 1]
-    for start, end, severity in spans:
-        inside = (starts >= 0) & (starts < end) & (ends > start)
-        targets[inside] = np.minimum(targets[inside], -severity)
-    return targets
-
-
-def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-row values shaped to broadcast over (n,) or (n, heads) rewards."""
-    return values if values.dim() == like.dim() else values.view(-1, *[1] * (like.dim() - 1))
 
 
 # --- Training --------------------------------------------------------------------------
@@ -919,7 +835,7 @@ class Embedder:
         with _autocast(self.device, self.precision):
             for begin in range(0, len(order), batch_size):
                 chunk = order[begin : begin + batch_size]
-                features, _, _ = self.net.embed([rows[i] for i in chunk])
+                features, _ = self.net.embed([rows[i] for i in chunk])
                 out[chunk] = features.float().cpu().numpy()
         return out
 

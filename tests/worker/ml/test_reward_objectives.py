@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.ml.rewards import (
+from worker.ml.reward_objectives import (
     pairwise_loss,
     plackett_luce_loss,
     span_penalty_loss,

@@ -147,7 +147,13 @@ def test_early_stopping_keeps_the_weights_of_the_best_evaluation(tiny_reward_dir
     result = train(
         pairs,
         [],
-        config(tiny_reward_dir, learning_rate=3e-3, max_epochs=4, eval_steps=2, patience=2),
+        config(
+            tiny_reward_dir,
+            learning_rate=3e-3,
+            max_epochs=4,
+            eval_steps=2,
+            patience=2,
+        ),
         tmp_path,
         device=CPU,
     )
@@ -197,9 +203,14 @@ def test_span_feedback_lowers_the_reward_of_flagged_text(tiny_reward_dir, tmp_pa
 
 
 @pytest.mark.slow  # importing sentence-transformers takes seconds
-def test_an_embedding_backbone_learns_from_pairs_and_rankings_with_bootstrap_heads(tmp_path):
+def test_an_embedding_backbone_learns_from_pairs_rankings_and_spans_with_bootstrap_heads(
+    tmp_path,
+):
     encoder = build_tiny_sentence_encoder(tmp_path / "encoder")
-    pairs = property_pairs(200, groups=25)
+    pairs = [
+        Comparison(c.prompt, c.chosen, c.rejected, c.group, rejected_penalties=((0, 2, 0.5),))
+        for c in property_pairs(200, groups=25)
+    ]
     rng = random.Random(5)
     rankings = [
         Ranking(c.prompt, (c.chosen, " ".join(rng.choices(FILLER, k=6)), c.rejected), c.group)
@@ -208,7 +219,7 @@ def test_an_embedding_backbone_learns_from_pairs_and_rankings_with_bootstrap_hea
     result = train(
         pairs,
         rankings,
-        config(encoder, backbone_kind="embedding", heads=3, learning_rate=3e-3),
+        config(encoder, backbone_kind="embedding", heads=3, learning_rate=3e-3, span_penalty=0.5),
         tmp_path / "model",
         device=CPU,
     )
@@ -222,6 +233,29 @@ def test_an_embedding_backbone_learns_from_pairs_and_rankings_with_bootstrap_hea
     good = scorer.score(prompts, [f"{PROPERTY} is"] * len(prompts))
     bad = scorer.score(prompts, ["dog is"] * len(prompts))
     assert (good > bad).mean() >= 0.9
+
+
+def test_without_a_held_out_split_all_rows_train_with_gradient_accumulation(
+    tiny_reward_dir, tmp_path
+):
+    pairs = property_pairs(40, groups=10)
+    result = train(
+        pairs,
+        [],
+        config(
+            tiny_reward_dir,
+            held_out_share=0.0,
+            batch_size=8,
+            gradient_accumulation_steps=2,
+            precision="bf16",  # the autocast path runs too
+        ),
+        tmp_path,
+        device=CPU,
+    )
+    assert (result.n_train, result.n_held_out, result.metrics["held_out"]) == (40, 0, None)
+    # 5 batches an epoch, an optimizer step every 2 of them and after the last: 3 steps.
+    assert [p["step"] for p in result.curve] == [3, 6, 9]
+    assert all(p["held_out_accuracy"] is None for p in result.curve)
 
 
 def test_nothing_to_train_on_is_an_error(tiny_reward_dir, tmp_path):
