@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.worker.ml.preference_sets import FILLER, PROPERTY, chat_prompt, property_pairs, response
 from worker.ml.device import pick_device
@@ -15,16 +14,6 @@ from worker.ml.rewards import Comparison, Ranking, TrainConfig, load_scorer, spl
 from worker.ml.tiny import build_tiny_sentence_encoder
 
 CPU = pick_device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine torch's spinning
-    threads make a run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def config(backbone: Path, **fields) -> TrainConfig:
