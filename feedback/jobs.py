@@ -315,9 +315,9 @@ def job_start(
 
 def _enqueue(job: Job) -> None:
     """Send the job to a worker once the transaction that queued it commits."""
-    from worker.tasks import task_for_kind  # the worker imports this module
+    from worker.tasks import job_enqueue  # the worker imports this module
 
-    task_for_kind(job.kind).delay_on_commit(job.pk)
+    job_enqueue(job)
 
 
 # --- Life cycle -----------------------------------------------------------------------

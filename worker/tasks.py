@@ -8,11 +8,14 @@ skip what is already stored.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from celery import Task as CeleryTask
-from django.db import InterfaceError, OperationalError, connection
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 
 from feedback.jobs import (
     JobCancelled,
@@ -113,3 +116,48 @@ def run_judge(self: CeleryTask, job_id: int) -> None:
 
 def task_for_kind(kind: str) -> Any:
     return {Job.Kind.GENERATE: generate_candidates, Job.Kind.JUDGE: run_judge}[kind]
+
+
+# --- Without a broker: a thread of this process ------------------------------------------
+
+_in_process: queue.SimpleQueue[tuple[CeleryTask, int]] = queue.SimpleQueue()
+_runner_lock = threading.Lock()
+_runner: threading.Thread | None = None
+
+
+def job_enqueue(job: Job) -> None:
+    """Send the job's task once the transaction that queued it commits.
+
+    To the broker; or, with `JOBS_IN_THREAD` (no broker: the demo), to one thread of this
+    process that runs jobs one after another, as a worker with concurrency 1 would. Run in
+    the request instead, a SmolLM2 job held the browser for most of a minute with no
+    progress shown; beside it, the page answers at once and polls the job's row.
+    """
+    task = task_for_kind(job.kind)
+    if settings.JOBS_IN_THREAD:
+        transaction.on_commit(lambda: _run_beside(task, job.pk))
+    else:
+        task.delay_on_commit(job.pk)
+
+
+def _run_beside(task: CeleryTask, job_id: int) -> None:
+    global _runner
+    _in_process.put((task, job_id))
+    with _runner_lock:
+        if _runner is None or not _runner.is_alive():
+            # A daemon: stopping the server does not wait for a job; one cut off shows as
+            # stalled and is retried from the jobs page.
+            _runner = threading.Thread(target=_run_queued, name="prefhub-jobs", daemon=True)
+            _runner.start()
+
+
+def _run_queued() -> None:
+    while True:
+        task, job_id = _in_process.get()
+        try:
+            # Eager, as in the caller: run_job records the job's own failures on its row.
+            task.apply(args=[job_id], throw=True)
+        except Exception:
+            logger.exception("job %s: in-process run failed", job_id)
+        finally:
+            connections.close_all()  # this thread's connections only
