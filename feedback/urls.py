@@ -9,4 +9,9 @@ urlpatterns = [
         views.project_agreement_page,
         name="project-agreement",
     ),
+    path(
+        "projects/<int:project_id>/leaderboard/",
+        views.project_leaderboard_page,
+        name="project-leaderboard",
+    ),
 ]

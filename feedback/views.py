@@ -37,3 +37,10 @@ def project_agreement_page(request: HttpRequest, project_id: int) -> HttpRespons
         "consistency": project_consistency(project=project),
     }
     return render(request, "feedback/agreement.html", context)
+
+
+@login_required
+def project_leaderboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Model ratings from the project's pairwise judgments, for its admins and viewers."""
+    project = report_project(request, project_id)
+    return render(request, "feedback/leaderboard.html", {"project": project})

@@ -92,8 +92,10 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-agreement": [Row(API_READERS)],
     "api:project-consistency": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
+    "api:leaderboard": [Row(API_READERS)],
     # Admin pages of this project
     "feedback:project-agreement": [Row(PAGE_READERS)],
+    "feedback:project-leaderboard": [Row(PAGE_READERS)],
     "annotate:judge-quality": [Row(PAGE_READERS)],
     "annotate:project-jobs": [Row(PAGE_ADMINS)],
     "annotate:job-generate": [

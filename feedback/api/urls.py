@@ -44,4 +44,5 @@ urlpatterns = [
         f"{project}consistency/", views.ProjectConsistencyApi.as_view(), name="project-consistency"
     ),
     path(f"{project}judges/quality/", views.JudgeQualityApi.as_view(), name="judge-quality"),
+    path(f"{project}leaderboard/", views.LeaderboardApi.as_view(), name="leaderboard"),
 ]

@@ -313,3 +313,13 @@ class JudgeQualityApi(ProjectScoped, APIView):
                 "judges": [asdict(r) for r in reports],
             }
         )
+
+
+class LeaderboardApi(ProjectScoped, APIView):
+    """Model ratings from the project's pairwise judgments."""
+
+    permission_classes = [IsProjectReader]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response({"project": self.project.pk, "models": []})
