@@ -9,8 +9,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
@@ -18,10 +17,10 @@ from django_htmx.middleware import HtmxDetails
 from feedback.endpoints import inference_endpoints
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_retry, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
-from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
+from feedback.models import Job, Judge, JudgeOutput, Project
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
-from feedback.views import report_project
+from feedback.views import admin_project, report_project
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -40,16 +39,6 @@ def _login_required_htmx(view):
         return page_view(request, *args, **kwargs)
 
     return wrapper
-
-
-def _admin_project(request: HttpRequest, project_id: int) -> Project:
-    project = get_object_or_404(Project, pk=project_id)
-    role = member_role(request.user, project)
-    if role is None:
-        raise Http404("No such project.")
-    if role != ProjectMember.Role.ADMIN:
-        raise PermissionDenied("Only project admins manage jobs.")
-    return project
 
 
 class StartKeyField(forms.UUIDField):
@@ -152,14 +141,14 @@ def _jobs_page(
 
 @login_required
 def project_jobs(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     return _jobs_page(request, project, GenerateForm(), JudgeForm(project=project))
 
 
 @login_required
 @require_POST
 def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     form = GenerateForm(request.POST)
     if _start(request, project, Job.Kind.GENERATE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
@@ -169,7 +158,7 @@ def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_judge(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _admin_project(request, project_id)
+    project = admin_project(request, project_id)
     form = JudgeForm(request.POST, project=project)
     if _start(request, project, Job.Kind.JUDGE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
@@ -189,7 +178,7 @@ def _job_context(job: Job) -> dict[str, Any]:
 def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """The job's progress bar; htmx polls it while the job is queued or running."""
     job = get_object_or_404(Job, pk=job_id)
-    _admin_project(request, job.project_id)
+    admin_project(request, job.project_id)
     return render(request, "annotate/jobs.html#job-progress", _job_context(job))
 
 
@@ -209,7 +198,7 @@ def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 def _job_change(request: HtmxHttpRequest, job_id: int, change: Callable[..., bool]) -> HttpResponse:
     """Apply a project admin's `change` to the job; show its row again (htmx) or the page."""
     job = get_object_or_404(Job, pk=job_id)
-    _admin_project(request, job.project_id)
+    admin_project(request, job.project_id)
     change(job=job)
     job.refresh_from_db()
     if request.htmx:
@@ -225,5 +214,10 @@ def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "annotate/judge_quality.html",
-        {"project": project, "reports": reports, "people": people},
+        {
+            "project": project,
+            "role": member_role(request.user, project),
+            "reports": reports,
+            "people": people,
+        },
     )

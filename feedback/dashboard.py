@@ -373,6 +373,30 @@ def project_headline(
     )
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    """What the project dashboard shows, apart from agreement and judge quality (their
+    own selectors and API endpoints)."""
+
+    headline: Headline
+    queue: list[LayoutProgress]
+    annotators: list[AnnotatorRow]
+    answers_per_hour: list[HourCount]
+    time_per_task: TimePerTask
+
+
+def project_dashboard(*, project: Project, now: datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    queue = queue_progress(project=project, now=now)
+    return Dashboard(
+        headline=project_headline(project=project, queue=queue, now=now),
+        queue=queue,
+        annotators=annotator_progress_table(project=project, now=now),
+        answers_per_hour=answers_per_hour(project=project, now=now),
+        time_per_task=time_per_task(project=project),
+    )
+
+
 # --- The project list --------------------------------------------------------------------
 
 

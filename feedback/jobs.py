@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -362,6 +363,19 @@ def job_is_pending(*, job_id: int) -> bool:
     return Job.objects.filter(
         pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
     ).exists()
+
+
+def job_wait(*, job: Job, timeout: float, poll: float = 0.2) -> Job:
+    """The job's row once it is no longer queued or running, read every `poll` seconds:
+    for scripts (the demo's setup) that need a job's results before going on. Raises
+    TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while job_is_pending(job_id=job.pk):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Job {job.pk} did not finish within {timeout:.0f} s.")
+        time.sleep(poll)
+    job.refresh_from_db()
+    return job
 
 
 def job_claim(*, job_id: int) -> Job | None:

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from feedback.models import Project
+from feedback.models import Project, ProjectMember
 from feedback.selectors import REPORT_ROLES, member_role, project_agreement, project_consistency
 
 
@@ -23,6 +23,18 @@ def report_project(request: HttpRequest, project_id: int) -> Project:
     return project
 
 
+def admin_project(request: HttpRequest, project_id: int) -> Project:
+    """The project if the user administers it (or is a superuser); 404 outside it, 403
+    for its other members."""
+    project = get_object_or_404(Project, pk=project_id)
+    role = member_role(request.user, project)
+    if role is None:
+        raise Http404("No such project.")
+    if role != ProjectMember.Role.ADMIN:
+        raise PermissionDenied("Only the project's admins do this.")
+    return project
+
+
 @login_required
 def project_agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
     """Agreement and cross-protocol consistency, for the project's admins and viewers."""
@@ -32,6 +44,7 @@ def project_agreement_page(request: HttpRequest, project_id: int) -> HttpRespons
         sources = "annotators"
     context = {
         "project": project,
+        "role": member_role(request.user, project),
         "sources": sources,
         "agreement": project_agreement(project=project, sources=sources),
         "consistency": project_consistency(project=project),

@@ -45,8 +45,16 @@ def test_a_job_started_from_the_page_runs_beside_the_request(
 
     response = client.post(
         reverse("annotate:job-generate", args=[project.pk]),
-        {"models": "smol = /models/smol.gguf", "backend": "transformers", "n": 1,
-         "temperature": 0.7, "top_p": 1, "max_new_tokens": 8, "seed": 0, "batch_size": 1},
+        {
+            "models": "smol = /models/smol.gguf",
+            "backend": "transformers",
+            "n": 1,
+            "temperature": 0.7,
+            "top_p": 1,
+            "max_new_tokens": 8,
+            "seed": 0,
+            "batch_size": 1,
+        },
     )
 
     assert response.status_code == 302  # answered while the job still runs
