@@ -38,7 +38,7 @@ from feedback.services import (
     project_configure,
     project_create,
 )
-from feedback.views import admin_project, report_project
+from feedback.views import admin_project, login_required_htmx, report_project
 
 
 def _figures_chart(figures: list[Figure], *, title: str, y_label: str) -> str | None:
@@ -240,7 +240,7 @@ def project_configure_page(request: HttpRequest, project_id: int) -> HttpRespons
     return redirect("feedback:project-configure", project_id=project.pk)
 
 
-@login_required
+@login_required_htmx
 @require_POST
 def guidelines_preview(request: HttpRequest) -> HttpResponse:
     """The guidelines as annotators will see them: Markdown, sanitised as on their page."""
@@ -288,7 +288,7 @@ def _members_answer(
     )
 
 
-@login_required
+@login_required_htmx
 @require_POST
 def member_add_view(request: HttpRequest, project_id: int) -> HttpResponse:
     project = admin_project(request, project_id)
@@ -311,7 +311,7 @@ def _member(request: HttpRequest, project_id: int, member_id: int) -> ProjectMem
     return member
 
 
-@login_required
+@login_required_htmx
 @require_POST
 def member_role_view(request: HttpRequest, project_id: int, member_id: int) -> HttpResponse:
     member = _member(request, project_id, member_id)
@@ -326,7 +326,7 @@ def member_role_view(request: HttpRequest, project_id: int, member_id: int) -> H
     return _members_answer(request, member.project)
 
 
-@login_required
+@login_required_htmx
 @require_POST
 def member_remove_view(request: HttpRequest, project_id: int, member_id: int) -> HttpResponse:
     member = _member(request, project_id, member_id)

@@ -1,12 +1,34 @@
 """Pages for project admins (the annotator pages live in `annotate`)."""
 
+from functools import wraps
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django_htmx.middleware import HtmxDetails
 
 from feedback.models import Project, ProjectMember
 from feedback.selectors import REPORT_ROLES, member_role, project_agreement, project_consistency
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def login_required_htmx(view):
+    """login_required, but an htmx request without a session gets 401: redirected, htmx
+    would follow and swap the login page in place of the part it asked for."""
+    page_view = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            return HttpResponse("Your session has ended: log in again.", status=401)
+        return page_view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def report_project(request: HttpRequest, project_id: int) -> Project:
