@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
@@ -20,7 +20,6 @@ from django.db.models import Count, F, Max, OuterRef, Q, QuerySet, Subquery, Val
 from django.db.models.functions import Coalesce, CumeDist, TruncHour
 from django.utils import timezone
 
-from feedback.judges import JudgeQuality
 from feedback.models import (
     Assignment,
     FreeTextFeedback,
@@ -30,6 +29,9 @@ from feedback.models import (
     Task,
 )
 from feedback.selectors import projects_for_user
+
+if TYPE_CHECKING:
+    from feedback.judges import JudgeQuality
 
 Status = Assignment.Status
 
