@@ -87,7 +87,7 @@ class JudgeForm(forms.Form):
         return {"judge_id": self.cleaned_data["judge"].pk, "kinds": self.cleaned_data["kinds"]}
 
 
-def _start(request: HttpRequest, project: Project, kind: str, form: forms.Form) -> bool:
+def start_from_form(request: HttpRequest, project: Project, kind: str, form: forms.Form) -> bool:
     if not form.is_valid():
         return False
     try:
@@ -130,7 +130,7 @@ def project_jobs(request: HttpRequest, project_id: int) -> HttpResponse:
 def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
     project = admin_project(request, project_id)
     form = GenerateForm(request.POST)
-    if _start(request, project, Job.Kind.GENERATE, form):
+    if start_from_form(request, project, Job.Kind.GENERATE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
     return _jobs_page(request, project, form, JudgeForm(project=project))
 
@@ -140,7 +140,7 @@ def job_generate(request: HttpRequest, project_id: int) -> HttpResponse:
 def job_judge(request: HttpRequest, project_id: int) -> HttpResponse:
     project = admin_project(request, project_id)
     form = JudgeForm(request.POST, project=project)
-    if _start(request, project, Job.Kind.JUDGE, form):
+    if start_from_form(request, project, Job.Kind.JUDGE, form):
         return redirect("annotate:project-jobs", project_id=project.pk)
     return _jobs_page(request, project, GenerateForm(), form)
 

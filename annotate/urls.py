@@ -1,8 +1,9 @@
 from django.urls import path
 
-from annotate import jobs, views
+from annotate import jobs, rewards, views
 
 app_name = "annotate"
+reward_model = "projects/<int:project_id>/reward-models/<int:reward_model_id>/"
 urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/", views.task_next, name="task-next"),
@@ -25,4 +26,16 @@ urlpatterns = [
         jobs.judge_quality_page,
         name="judge-quality",
     ),
+    path("projects/<int:project_id>/reward-models/", rewards.reward_models, name="reward-models"),
+    path(
+        "projects/<int:project_id>/reward-models/train/",
+        rewards.reward_model_train,
+        name="reward-model-train",
+    ),
+    path(f"{reward_model}", rewards.reward_model_page, name="reward-model"),
+    path(f"{reward_model}activate/", rewards.reward_model_activation, name="reward-model-activate"),
+    path(f"{reward_model}delete/", rewards.reward_model_removal, name="reward-model-delete"),
+    path(f"{reward_model}score/", rewards.reward_model_score, name="reward-model-score"),
+    path(f"{reward_model}evaluate/", rewards.reward_model_evaluate, name="reward-model-evaluate"),
+    path("projects/<int:project_id>/best-of-n/", rewards.best_of_n, name="best-of-n"),
 ]

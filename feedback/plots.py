@@ -29,6 +29,8 @@ def _figure(height: float = 3.6) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels are data (model and judge names): "$x^{$" would be parsed as TeX and fail.
+    matplotlib.rcParams["text.parse_math"] = False
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(_WIDTH_INCHES, height), layout="constrained")

@@ -2,16 +2,32 @@
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from statistics import fmean
 from typing import Any
 
+import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import connection
-from django.db.models import F, FilteredRelation, Prefetch, Q, QuerySet, Value
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FilteredRelation,
+    FloatField,
+    Prefetch,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from feedback import agreement
@@ -369,6 +385,511 @@ def project_consistency(*, project: Project) -> dict[str, Any]:
         group: {how: agreement.protocol_disagreement(rows) for how, rows in hows.items()}
         for group, hows in compared.items()
     }
+
+
+# --- Leaderboard -------------------------------------------------------------------------
+# Counted in the database, grouped by task (and by response pair for rankings): a million
+# votes become a row per task, with the two responses' prompt, models and style columns.
+# The fit, the bootstrap and style control run on those counts (feedback.leaderboard).
+
+LEADERBOARD_LEVEL = 0.95  # of the intervals
+LEADERBOARD_MIN_VOTES = 30  # a model with fewer comparisons is marked
+
+
+@dataclass(frozen=True)
+class ModelStanding:
+    """One model's line of the leaderboard; ratings on the Elo scale (mean 1000)."""
+
+    model: str
+    rank: int  # 1 + the models rated higher
+    rating: float
+    rating_low: float | None  # bootstrap percentile interval at LEADERBOARD_LEVEL
+    rating_high: float | None
+    rank_low: int | None  # best and worst rank over the same share of resamples
+    rank_high: int | None
+    votes: int  # comparisons with another model
+    wins: int
+    losses: int
+    ties: int
+    win_rate: float  # (wins + ties / 2) / votes
+    style_rating: float | None  # adjusted for length and Markdown
+    style_rank: int | None
+    online_elo: float | None  # vote by vote, in time order
+    few_votes: bool
+
+
+@dataclass(frozen=True)
+class PairStanding:
+    """Two models' head-to-head record, `model_a` before `model_b` by rating."""
+
+    model_a: str
+    model_b: str
+    votes: int
+    a_wins: int
+    b_wins: int
+    ties: int
+    a_win_rate: float  # (a_wins + ties / 2) / votes
+
+
+@dataclass(frozen=True)
+class StyleEffect:
+    """Log-odds of winning per standard deviation of the normalised difference in one
+    style feature; None where the feature never differed."""
+
+    feature: str
+    coefficient: float | None
+    standard_error: float | None
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    sources: str
+    category: tuple[str, str] | None
+    include_rankings: bool
+    min_votes: int
+    resamples: int
+    level: float
+    votes: int  # pairwise votes (and ranking pairs) between two named models
+    prompts: int
+    first_decided: int  # pairwise votes that chose a side...
+    first_wins: int  # ...and of them, those won by the response shown first (left)
+    models: list[ModelStanding]
+    pairs: list[PairStanding]
+    style: list[StyleEffect]
+
+    @property
+    def first_win_rate(self) -> float | None:
+        """Near 0.5 when the side a response is shown on does not sway the choice."""
+        return self.first_wins / self.first_decided if self.first_decided else None
+
+    def win_rates(self, limit: int | None = None) -> list[list[float | None]]:
+        """Row model's win rate against column model, in rating order (None: never met)."""
+        names = [standing.model for standing in self.models[:limit]]
+        index = {name: n for n, name in enumerate(names)}
+        matrix: list[list[float | None]] = [[None] * len(names) for _ in names]
+        for pair in self.pairs:
+            a, b = index.get(pair.model_a), index.get(pair.model_b)
+            if a is not None and b is not None:
+                matrix[a][b] = pair.a_win_rate
+                matrix[b][a] = 1 - pair.a_win_rate
+        return matrix
+
+
+def _category_filter(prefix: str, category: tuple[str, str] | None) -> tuple[dict, Q]:
+    """Annotations and a filter keeping the votes on prompts whose metadata[key] == value
+    (compared as text, so {"level": 3} matches "3"); the key is sent as a parameter."""
+    if category is None:
+        return {}, Q()
+    key, value = category
+    # Cast: compared as text on SQLite too, where a key transform compares as JSON.
+    text = Cast(KeyTextTransform(key, f"{prefix}task__prompt__metadata"), TextField())
+    return {"category_value": text}, Q(category_value=value)
+
+
+def _vote_sources(
+    project: Project, sources: str, category: tuple[str, str] | None, include_rankings: bool
+) -> tuple[QuerySet, QuerySet | None]:
+    """The slice's current pairwise records and ranking entries, as querysets."""
+    annotation, in_category = _category_filter("submission__", category)
+    pairwise = (
+        PairwiseFeedback.objects.filter(
+            current_from("submission__", sources), submission__task__project=project
+        )
+        .alias(**annotation)
+        .filter(in_category)
+    )
+    if not include_rankings:
+        return pairwise, None
+    annotation, in_category = _category_filter("ranking__submission__", category)
+    entries = (
+        RankingEntry.objects.filter(
+            current_from("ranking__submission__", sources),
+            ranking__submission__task__project=project,
+        )
+        .alias(**annotation)
+        .filter(in_category)
+    )
+    return pairwise, entries
+
+
+STYLE_COLUMNS = ("length", "markdown_headers", "markdown_list_items", "markdown_bold")
+
+
+@dataclass(frozen=True)
+class LeaderboardCounts:
+    """Counted votes, one entry per task (pairwise) or response pair (rankings): the two
+    responses, their prompt and models (indexes into `names`, -1 for a response written
+    by a person), the outcomes, the task (-1 for a ranking's pair) and each response's
+    STYLE_COLUMNS."""
+
+    names: list[str]
+    first_response: np.ndarray
+    second_response: np.ndarray
+    prompt: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    first_wins: np.ndarray
+    second_wins: np.ndarray
+    ties: np.ndarray
+    task: np.ndarray
+    first_style: np.ndarray  # (rows, 4)
+    second_style: np.ndarray
+
+
+def _leaderboard_counts(
+    project: Project, pairwise: QuerySet, entries: QuerySet | None
+) -> LeaderboardCounts:
+    """The slice's votes counted per task (pairwise) and per response pair (rankings).
+
+    All numbers: model names become their index in the sorted list of the project's
+    models in SQL, so a few hundred thousand rows turn into arrays in one pass.
+    """
+    names = list(
+        Response.objects.filter(prompt__project=project)
+        .exclude(model_name="")
+        .order_by("model_name")
+        .values_list("model_name", flat=True)
+        .distinct()
+    )
+    per_task = pairwise.values(task=F("submission__task_id")).annotate(
+        first_wins=Count("id", filter=Q(choice=PairwiseFeedback.Choice.A)),
+        second_wins=Count("id", filter=Q(choice=PairwiseFeedback.Choice.B)),
+        ties=Count("id", filter=Q(choice=PairwiseFeedback.Choice.TIE)),
+    )
+    task_sql, task_params = per_task.query.sql_with_params()
+    links, responses = TaskResponse._meta.db_table, Response._meta.db_table
+    styles = ", ".join(
+        [f"f.{column}" for column in STYLE_COLUMNS] + [f"s.{column}" for column in STYLE_COLUMNS]
+    )
+    selected = (
+        "f.id, s.id, f.prompt_id, COALESCE(fm.code, -1), COALESCE(sm.code, -1),"
+        " v.first_wins, v.second_wins"
+    )
+    # A table of (name, code) that SQLite reads too (it cannot name a VALUES list's columns).
+    models = " UNION ALL ".join(["SELECT %s AS name, %s AS code"] * len(names))
+    models = models or "SELECT NULL AS name, NULL AS code"
+    model_params = [value for code, name in enumerate(names) for value in (name, code)]
+    named = (
+        f" LEFT JOIN ({models}) fm ON fm.name = f.model_name"
+        f" LEFT JOIN ({models}) sm ON sm.name = s.model_name"
+    )
+    sql = (
+        f"SELECT {selected}, v.ties, v.task, {styles} FROM ({task_sql}) v"
+        f" JOIN {links} fl ON fl.task_id = v.task AND fl.position = 0"
+        f" JOIN {links} sl ON sl.task_id = v.task AND sl.position = 1"
+        f" JOIN {responses} f ON f.id = fl.response_id JOIN {responses} s ON s.id = sl.response_id"
+        f"{named}"
+    )
+    params = [*task_params, *model_params, *model_params]
+    if entries is not None:
+        entry_sql, entry_params = entries.values(
+            list_id=F("ranking_id"), item=F("response_id"), place=F("rank")
+        ).query.sql_with_params()
+        sql += (
+            f" UNION ALL SELECT {selected}, 0, -1, {styles} FROM"
+            " (SELECT b.item AS better, w.item AS worse, COUNT(*) AS first_wins,"
+            f" 0 AS second_wins FROM ({entry_sql}) b JOIN ({entry_sql}) w"
+            " ON b.list_id = w.list_id AND b.place < w.place GROUP BY b.item, w.item) v"
+            f" JOIN {responses} f ON f.id = v.better JOIN {responses} s ON s.id = v.worse"
+            f"{named}"
+        )
+        params += [*entry_params, *entry_params, *model_params, *model_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    table = np.fromiter(itertools.chain.from_iterable(rows), np.int64, 17 * len(rows))
+    table = table.reshape(len(rows), 17)
+    return LeaderboardCounts(
+        names=names,
+        first_response=table[:, 0],
+        second_response=table[:, 1],
+        prompt=table[:, 2],
+        first=table[:, 3],
+        second=table[:, 4],
+        first_wins=table[:, 5].astype(np.float64),
+        second_wins=table[:, 6].astype(np.float64),
+        ties=table[:, 7].astype(np.float64),
+        task=table[:, 8],
+        first_style=table[:, 9:13].astype(np.float64),
+        second_style=table[:, 13:17].astype(np.float64),
+    )
+
+
+def _compared_models_only(counts: LeaderboardCounts, compared: np.ndarray) -> LeaderboardCounts:
+    """Without the models that no row of `compared` has (only ever against themselves or a
+    person), the others renumbered: they are not on the board, nor in its mean."""
+    present = np.unique(np.concatenate([counts.first[compared], counts.second[compared]]))
+    renumber = np.full(len(counts.names) + 1, -1)  # the last entry keeps -1 at -1
+    renumber[present] = np.arange(len(present))
+    return replace(
+        counts,
+        names=[counts.names[k] for k in present],
+        first=renumber[counts.first],
+        second=renumber[counts.second],
+    )
+
+
+CATEGORY_VALUES = 50  # a metadata key with more distinct values is an id, not a category
+CATEGORY_SCAN = 5000  # distinct metadata objects read to find them
+
+
+def prompt_categories(project: Project) -> list[tuple[str, str]]:
+    """(key, value) pairs of the prompts' metadata that slice the leaderboard: scalar
+    values of keys with at most CATEGORY_VALUES of them, values as text (as compared)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    metadata = (
+        Prompt.objects.filter(project=project)
+        .order_by()
+        .values_list("metadata", flat=True)
+        .distinct()[:CATEGORY_SCAN]
+    )
+    for entry in metadata:
+        for key, value in (entry or {}).items() if isinstance(entry, dict) else ():
+            if isinstance(value, bool):
+                seen[key].add("true" if value else "false")
+            elif isinstance(value, str | int | float):
+                seen[key].add(str(value))
+    return [
+        (key, value)
+        for key in sorted(seen)
+        if len(seen[key]) <= CATEGORY_VALUES
+        for value in sorted(seen[key])
+    ]
+
+
+ELO_CHUNK = 100_000  # votes per fetch of the online Elo's ordered stream
+
+
+def _votes_in_time_order(
+    pairwise: QuerySet, entries: QuerySet | None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of (task, first response, second response, score of the first), vote by
+    vote in the order the submissions were stored. A pairwise vote names its task (its
+    responses are the task's, known from the counts: no join per vote), a ranking's
+    pairs their responses (task -1)."""
+    scores = Case(
+        When(choice=PairwiseFeedback.Choice.A, then=Value(1.0)),
+        When(choice=PairwiseFeedback.Choice.B, then=Value(0.0)),
+        default=Value(0.5),
+        output_field=FloatField(),
+    )
+    votes = pairwise.values(
+        sid=F("submission_id"),
+        task=F("submission__task_id"),
+        first_id=Value(-1),
+        second_id=Value(-1),
+        score=scores,
+    )
+    sql, params = votes.query.sql_with_params()
+    params = list(params)
+    if entries is not None:
+        entry_sql, entry_params = entries.values(
+            sid=F("ranking__submission_id"),
+            list_id=F("ranking_id"),
+            item=F("response_id"),
+            place=F("rank"),
+        ).query.sql_with_params()
+        # No parentheses around the members of the UNION: SQLite refuses them.
+        sql = (
+            f"SELECT sid, task, first_id, second_id, score FROM ({sql}) p"
+            " UNION ALL SELECT b.sid, -1, b.item, w.item, 1.0"
+            f" FROM ({entry_sql}) b JOIN ({entry_sql}) w"
+            " ON b.list_id = w.list_id AND b.place < w.place"
+        )
+        params += [*entry_params, *entry_params]
+    with connection.cursor() as cursor:
+        # In the order the submissions were stored (ids follow it; created_at is no index
+        # and parsing a million timestamps took seconds), converted a chunk at a time.
+        cursor.execute(
+            f"SELECT task, first_id, second_id, score FROM ({sql}) v ORDER BY sid", params
+        )
+        while rows := cursor.fetchmany(ELO_CHUNK):
+            chunk = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 4 * len(rows))
+            task, first, second, score = chunk.reshape(-1, 4).T
+            yield task.astype(np.int64), first.astype(np.int64), second.astype(np.int64), score
+
+
+@contextmanager
+def _roomy_queries() -> Iterator[None]:
+    """On PostgreSQL, for the few queries over every vote of a project: work_mem enough
+    for their million-row hashes and sorts (at the default 4 MB they spilled to disk)
+    and no JIT (it spent 0.15 s compiling scans that gain nothing from it). SET LOCAL:
+    for this transaction only."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+@_roomy_queries()
+def project_leaderboard(
+    *,
+    project: Project,
+    sources: str = "all",
+    category: tuple[str, str] | None = None,
+    include_rankings: bool = False,
+    min_votes: int = LEADERBOARD_MIN_VOTES,
+    resamples: int = 1000,
+    online_elo: bool = True,
+    seed: int = 0,
+) -> Leaderboard:
+    """Bradley-Terry ratings of the models (`Response.model_name`) from the project's
+    current pairwise judgments, with bootstrap intervals over prompts, style control,
+    head-to-head records, the left-position win rate and online Elo for comparison.
+
+    `sources`: all, annotators or judges. `category`: (metadata key, value) of the
+    prompts to keep. `include_rankings`: each ranking also counts as the pairwise
+    outcomes it implies. Responses without a model name (written by a person) are not
+    rated; a model against itself (two of its samples) counts for position only.
+    """
+    pairwise, entries = _vote_sources(project, sources, category, include_rankings)
+    counts = _leaderboard_counts(project, pairwise, entries)
+    shown = counts.task >= 0
+    board = {
+        "sources": sources,
+        "category": category,
+        "include_rankings": include_rankings,
+        "min_votes": min_votes,
+        "resamples": resamples,
+        "level": LEADERBOARD_LEVEL,
+        "first_decided": int(counts.first_wins[shown].sum() + counts.second_wins[shown].sum()),
+        "first_wins": int(counts.first_wins[shown].sum()),
+    }
+    rated = (counts.first >= 0) & (counts.second >= 0) & (counts.first != counts.second)
+    if not rated.any():
+        return Leaderboard(**board, votes=0, prompts=0, models=[], pairs=[], style=[])
+    from feedback import leaderboard as lb  # scipy: loaded for a leaderboard only
+
+    counts = _compared_models_only(counts, rated)
+    names = counts.names
+    prompts, prompt_index = np.unique(counts.prompt[rated], return_inverse=True)
+    comparisons = lb.Comparisons(
+        n_models=len(names),
+        prompt=prompt_index,
+        first=counts.first[rated],
+        second=counts.second[rated],
+        first_wins=counts.first_wins[rated],
+        second_wins=counts.second_wins[rated],
+        ties=counts.ties[rated],
+    )
+    table = lb.pair_table(comparisons)
+    strengths = lb.bt_fit(table)
+    ratings = lb.elo(strengths)
+    low = high = rank_low = rank_high = None
+    if resamples:
+        samples = lb.elo(lb.bootstrap(table, strengths, resamples=resamples, seed=seed))
+        low, high = lb.percentile_interval(samples, LEADERBOARD_LEVEL)
+        rank_low, rank_high = lb.rank_interval(samples, LEADERBOARD_LEVEL)
+    style = lb.style_fit(comparisons, counts.first_style[rated], counts.second_style[rated])
+    style_ratings = lb.elo(style.strengths)
+    online = None
+    if online_elo:
+        online = lb.online_elo(_model_votes(pairwise, entries, counts), len(names))
+    m = len(names)
+    wins = np.bincount(table.i, table.i_wins, m) + np.bincount(table.j, table.j_wins, m)
+    losses = np.bincount(table.i, table.j_wins, m) + np.bincount(table.j, table.i_wins, m)
+    ties = np.bincount(table.i, table.ties, m) + np.bincount(table.j, table.ties, m)
+    votes = wins + losses + ties
+    ranks, style_ranks = lb.ranks(ratings), lb.ranks(style_ratings)
+    order = np.argsort(-ratings, kind="stable")
+    models = [
+        ModelStanding(
+            model=names[n],
+            rank=int(ranks[n]),
+            rating=float(ratings[n]),
+            rating_low=None if low is None else float(low[n]),
+            rating_high=None if high is None else float(high[n]),
+            rank_low=None if rank_low is None else int(rank_low[n]),
+            rank_high=None if rank_high is None else int(rank_high[n]),
+            votes=int(votes[n]),
+            wins=int(wins[n]),
+            losses=int(losses[n]),
+            ties=int(ties[n]),
+            win_rate=float((wins[n] + ties[n] / 2) / votes[n]) if votes[n] else 0.0,
+            style_rating=float(style_ratings[n]),
+            style_rank=int(style_ranks[n]),
+            online_elo=None if online is None else float(online[n]),
+            few_votes=bool(votes[n] < min_votes),
+        )
+        for n in order
+    ]
+    place = {n: position for position, n in enumerate(order.tolist())}
+    pairs = []
+    for i, j, i_wins, j_wins, tied in zip(
+        table.i.tolist(),
+        table.j.tolist(),
+        table.i_wins.tolist(),
+        table.j_wins.tolist(),
+        table.ties.tolist(),
+        strict=True,
+    ):
+        if place[i] > place[j]:
+            i, j, i_wins, j_wins = j, i, j_wins, i_wins
+        total = i_wins + j_wins + tied
+        pairs.append(
+            PairStanding(
+                names[i],
+                names[j],
+                int(total),
+                int(i_wins),
+                int(j_wins),
+                int(tied),
+                (i_wins + tied / 2) / total,
+            )
+        )
+    index = {name: n for n, name in enumerate(names)}
+    pairs.sort(key=lambda pair: (place[index[pair.model_a]], place[index[pair.model_b]]))
+    return Leaderboard(
+        **board,
+        votes=int(votes.sum() // 2),
+        prompts=len(prompts),
+        models=models,
+        pairs=pairs,
+        style=[
+            StyleEffect(
+                feature,
+                None if np.isnan(coefficient) else float(coefficient),
+                None if np.isnan(error) else float(error),
+            )
+            for feature, coefficient, error in zip(
+                lb.STYLE_FEATURES, style.coefficients, style.standard_errors, strict=True
+            )
+        ],
+    )
+
+
+def _model_votes(
+    pairwise: QuerySet, entries: QuerySet | None, counts: LeaderboardCounts
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The time-ordered votes as model indexes, leaving out those the fit leaves out."""
+    # A last entry of -1: where _positions finds nothing (-1), no model is known.
+    tasks = np.flatnonzero(counts.task >= 0)
+    tasks = tasks[np.argsort(counts.task[tasks])]
+    task_ids = counts.task[tasks]
+    task_first = np.append(counts.first[tasks], -1)
+    task_second = np.append(counts.second[tasks], -1)
+    response_ids, where = np.unique(
+        np.concatenate([counts.first_response, counts.second_response]), return_index=True
+    )
+    models_of = np.append(np.concatenate([counts.first, counts.second])[where], -1)
+    for task, first_id, second_id, score in _votes_in_time_order(pairwise, entries):
+        at = _positions(task_ids, task)
+        a, b = _positions(response_ids, first_id), _positions(response_ids, second_id)
+        is_pairwise = task >= 0
+        first = np.where(is_pairwise, task_first[at], models_of[a])
+        second = np.where(is_pairwise, task_second[at], models_of[b])
+        keep = (first >= 0) & (second >= 0) & (first != second)
+        yield first[keep], second[keep], score[keep]
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Where each id is in `sorted_ids`, -1 where it is not there."""
+    if not len(sorted_ids):
+        return np.full(len(ids), -1)
+    at = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == ids, at, -1)
 
 
 # --- The annotator's queue and task screen -------------------------------------------

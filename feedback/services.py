@@ -545,6 +545,8 @@ def prompts_import(
         for candidate in row.responses
     )
     tasks = tasks_extend(project=project, prompt_ids=[prompt.pk for prompt in prompts])
+    if responses:
+        _score_new_responses(project)
     return ImportResult(
         prompts=len(prompts),
         responses=len(responses),
@@ -615,9 +617,17 @@ def responses_bulk_create(
     if create_tasks:
         prompt_ids = sorted({response.prompt_id for response in responses})
         tasks = tasks_extend(project=project, prompt_ids=prompt_ids)
+    _score_new_responses(project)
     return ResponsesResult(
         responses=len(responses), tasks=len(tasks), response_ids=[r.pk for r in responses]
     )
+
+
+def _score_new_responses(project: Project) -> None:
+    """With an active reward model, imported responses are scored once committed."""
+    from feedback.jobs import score_new_responses  # feedback.jobs builds on this module
+
+    score_new_responses(project=project)
 
 
 # --- Projects --------------------------------------------------------------------------

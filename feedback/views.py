@@ -9,8 +9,17 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django_htmx.middleware import HtmxDetails
 
+from feedback import plots
+from feedback.api.serializers import LeaderboardParamsSerializer
 from feedback.models import Project, ProjectMember
-from feedback.selectors import REPORT_ROLES, member_role, project_agreement, project_consistency
+from feedback.selectors import (
+    REPORT_ROLES,
+    member_role,
+    project_agreement,
+    project_consistency,
+    project_leaderboard,
+    prompt_categories,
+)
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -74,8 +83,50 @@ def project_agreement_page(request: HttpRequest, project_id: int) -> HttpRespons
     return render(request, "feedback/agreement.html", context)
 
 
+HEATMAP_MODELS = 20  # the page's win-rate heat map: the top models (the API has all pairs)
+
+
 @login_required
 def project_leaderboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Model ratings from the project's pairwise judgments, for its admins and viewers."""
+    """Model ratings from the project's pairwise judgments, for its admins and viewers.
+
+    Takes the API's query parameters, so its JSON and CSV links carry the same slice.
+    """
     project = report_project(request, project_id)
-    return render(request, "feedback/leaderboard.html", {"project": project})
+    params = LeaderboardParamsSerializer(data=request.GET)
+    options = params.validated_data if params.is_valid() else {}
+    options = {name: value for name, value in options.items() if name != "format"}
+    board = project_leaderboard(project=project, **options)
+    top = board.models[:HEATMAP_MODELS]
+    names = [standing.model for standing in top]
+    charts = {}
+    if board.models:
+        charts["ratings"] = plots.interval_chart(
+            [standing.model for standing in board.models],
+            [standing.rating for standing in board.models],
+            [_or(standing.rating_low, standing.rating) for standing in board.models],
+            [_or(standing.rating_high, standing.rating) for standing in board.models],
+            title="Bradley-Terry rating with its 95% bootstrap interval",
+            x_label="rating (Elo scale)",
+        )
+        charts["win_rates"] = plots.heatmap_chart(
+            names, names, board.win_rates(HEATMAP_MODELS), title="Row model's win rate"
+        )
+    query = request.GET.copy()
+    query.pop("format", None)
+    context = {
+        "project": project,
+        "board": board,
+        "errors": params.errors,
+        "form": {name: request.GET.get(name, "") for name in params.fields},
+        "categories": [f"{key}:{value}" for key, value in prompt_categories(project)],
+        "charts": charts,
+        "top_pairs": [p for p in board.pairs if p.model_a in names and p.model_b in names],
+        "heatmap_models": len(top),
+        "query": query.urlencode(),
+    }
+    return render(request, "feedback/leaderboard.html", context)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

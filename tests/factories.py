@@ -13,6 +13,7 @@ from feedback.models import (
     Prompt,
     RatingAspect,
     Response,
+    RewardModel,
     SpanLabel,
     Task,
     TaskResponse,
@@ -96,6 +97,61 @@ class JudgeFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"judge-{n}")
     model_name = "tiny"
+
+
+class RewardModelFactory(factory.django.DjangoModelFactory):
+    """A reward model row with held-out metrics and a curve, as training stores them; its
+    artifact directory is not written."""
+
+    class Meta:
+        model = RewardModel
+
+    project = factory.SubFactory(ProjectFactory)
+    name = factory.Sequence(lambda n: f"rm-{n}")
+    backbone = "sentence-transformers/all-MiniLM-L6-v2"
+    backbone_kind = RewardModel.BackboneKind.EMBEDDING
+    artifact_path = factory.Sequence(lambda n: f"reward_models/test-{n}")
+    parameters = factory.LazyFunction(lambda: {"data": {"pairs": True}, "n_train": 8})
+    metrics = factory.LazyFunction(
+        lambda: {
+            "steps": 4,
+            "held_out": {
+                "n": 4,
+                "n_target": 3,
+                "accuracy": 0.75,
+                "ece": 0.1,
+                "accuracy_by_agreement": [{"agreement": 0.67, "accuracy": 0.5, "n": 2}],
+                "reliability": [
+                    {
+                        "lower": 0.5,
+                        "upper": 0.6,
+                        "mean_predicted": 0.55,
+                        "observed": 0.5,
+                        "count": 4,
+                    }
+                ],
+                "judge_agreement": [{"judge": "judge-<b>x</b>", "agreement": 0.5, "n": 2}],
+            },
+        }
+    )
+    curve = factory.LazyFunction(
+        lambda: [
+            {
+                "step": 2,
+                "epoch": 0.5,
+                "train_loss": 0.69,
+                "held_out_loss": 0.68,
+                "held_out_accuracy": 0.5,
+            },
+            {
+                "step": 4,
+                "epoch": 1.0,
+                "train_loss": 0.6,
+                "held_out_loss": 0.65,
+                "held_out_accuracy": 0.75,
+            },
+        ]
+    )
 
 
 def task_with_responses(

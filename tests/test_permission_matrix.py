@@ -22,6 +22,7 @@ from tests.factories import (
     MemberFactory,
     ProjectFactory,
     ResponseFactory,
+    RewardModelFactory,
     UserFactory,
     task_with_responses,
 )
@@ -53,6 +54,8 @@ PAGE_ANNOTATORS = by_role(302, 200, 404, 404, 200, 404, 200)  # annotators and a
 PAGE_READERS = by_role(302, 403, 404, 200, 200, 404, 200)
 PAGE_ADMINS = by_role(302, 403, 404, 403, 200, 404, 200)
 ONLY_POST = by_role(*[405] * 7)  # a GET of a POST-only URL
+API_JOB_START = by_role(401, 403, 404, 403, 202, 404, 202)  # admins start a job (202)
+PAGE_ADMIN_ACTION = by_role(302, 403, 404, 403, 302, 404, 302)  # done, back to the page
 
 EXPECTED: dict[str, list[Row]] = {
     # Accounts
@@ -94,6 +97,16 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-dashboard": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
     "api:leaderboard": [Row(API_READERS)],
+    "api:job-detail": [Row(API_READERS)],
+    # Reward models are for admins and viewers; admins train, activate, delete, start jobs.
+    "api:reward-model-list": [Row(API_READERS), Row(API_ADMIN_WRITE, method="post")],
+    "api:reward-model-detail": [
+        Row(API_READERS),
+        Row(by_role(401, 403, 404, 403, 204, 404, 204), method="delete"),
+    ],
+    "api:reward-model-activate": [Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post")],
+    "api:reward-model-score": [Row(API_JOB_START, method="post")],
+    "api:reward-model-evaluate": [Row(API_JOB_START, method="post")],
     # Admin pages of this project
     "feedback:project-dashboard": [Row(PAGE_READERS)],
     # Superusers create projects (an empty form: the page again, with errors).
@@ -143,6 +156,29 @@ EXPECTED: dict[str, list[Row]] = {
     "annotate:job-judge": [
         Row(ONLY_POST | {"anonymous": 302}),
         Row(PAGE_ADMINS, method="post"),
+    ],
+    "annotate:reward-models": [Row(PAGE_ADMINS)],
+    "annotate:reward-model": [Row(PAGE_ADMINS)],
+    "annotate:best-of-n": [Row(PAGE_ADMINS)],
+    "annotate:reward-model-train": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMINS, method="post"),  # empty form: the page again, with errors
+    ],
+    "annotate:reward-model-evaluate": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMINS, method="post"),
+    ],
+    "annotate:reward-model-activate": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
+    ],
+    "annotate:reward-model-score": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
+    ],
+    "annotate:reward-model-delete": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(PAGE_ADMIN_ACTION, method="post"),
     ],
     # Polled by htmx: a session that ended gets 401, not the login page swapped in.
     "annotate:job-progress": [Row(PAGE_ADMINS | {"anonymous": 401}, htmx=True)],
@@ -255,6 +291,7 @@ def _make_world():
     assert queue.task_claim_next(project=project, annotator=users["annotator"]).task == task
     submission = Submission.objects.create(task=task, annotator=users["annotator"])
     job = Job.objects.create(project=project, kind=Job.Kind.JUDGE, created_by=users["admin"])
+    reward_model = RewardModelFactory(project=project)
     kwargs = {
         "project_id": project.pk,
         "task_id": task.pk,
@@ -263,6 +300,7 @@ def _make_world():
         "submission_id": submission.pk,
         "job_id": job.pk,
         "member_id": ProjectMember.objects.get(project=project, user=users["viewer"]).pk,
+        "reward_model_id": reward_model.pk,
         "other_project_id": other_project.pk,
     }
     return users, kwargs

@@ -1,19 +1,25 @@
-"""The bodies of the generation and judge jobs: rows to model inputs, model outputs to
-services. The Celery tasks wrap these with claiming and finishing; tests call them
-directly with a loader of their choice.
+"""The bodies of the jobs: rows to model inputs, model outputs to services. The Celery
+tasks wrap these with claiming and finishing; tests call them directly (generation and
+judging with a loader of their choice).
 
-Both resume: they skip what the job already stored, so a job redelivered after a lost
-worker continues where it was cut off.
+Generation, judging and scoring resume: they skip what the job already stored, so a job
+redelivered after a lost worker continues where it was cut off. Training starts again
+from the beginning, into the same directory.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from django.conf import settings as django_settings
 
 from feedback.jobs import (
     GeneratedSample,
@@ -21,16 +27,29 @@ from feedback.jobs import (
     GenerationRefused,
     JudgeOutputInput,
     JudgeParams,
+    RewardData,
+    RewardEvaluateParams,
+    RewardTrainParams,
+    ScoreParams,
     job_progress,
     judge_result_save,
     judge_sampling,
     prompts_to_generate,
     responses_add_generated,
     samples_present,
+    score_new_responses,
     tasks_to_judge,
 )
-from feedback.models import FeedbackKind, Job, Judge, Response, Task
+from feedback.models import FeedbackKind, Job, Judge, Response, RewardModel, Task
+from feedback.rewards import (
+    responses_to_score,
+    reward_evaluation_save,
+    reward_model_artifact_path,
+    reward_model_create,
+    scores_save,
+)
 from feedback.services import (
+    FeedbackError,
     FeedbackInput,
     FreeTextInput,
     PairwiseInput,
@@ -59,6 +78,8 @@ from worker.ml.judging import (
     render_template,
     responses_text,
 )
+from worker.ml.rewards import TrainConfig, evaluate, load_scorer, train
+from worker.reward_data import reward_rows
 
 # Prompts sent to a model per call, in multiples of its batch size: enough waiting rows
 # for continuous batching to refill freed slots, few enough to lose little on a crash.
@@ -154,6 +175,7 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
             done += len(chunk)
             progress.update(done, force=True)
     tasks_extend(project=job.project, prompt_ids=[p.pk for p in prompts])
+    score_new_responses(project=job.project)
 
 
 def _usage(completion: Completion) -> dict[str, Any]:
@@ -392,3 +414,131 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) ->
             judge_result_save(job=job, judge=judge, task=task, outputs=rows, feedback=feedback)
         done += len(chunk)
         progress.update(done, force=True)
+
+
+# --- Reward models ----------------------------------------------------------------------
+
+# Responses scored per call of the model and per write of their scores.
+SCORE_CHUNK = 512
+
+
+def reward_training_run(job: Job, params: RewardTrainParams) -> None:
+    """Train on the export's rows into the job's artifact directory, then store the row.
+
+    Progress counts optimiser steps as the trainer reports them. A cancelled job stops at
+    its next report and stores no model.
+    """
+    rows = reward_rows(job.project, params.data, listwise=True)
+    if not rows.comparisons and not rows.rankings:
+        raise FeedbackError(
+            "The export gave nothing to train on: no pairs or rankings from these sources."
+        )
+    out_dir = Path(django_settings.ARTIFACT_ROOT) / reward_model_artifact_path(job=job)
+    if out_dir.exists():  # an earlier attempt's files
+        shutil.rmtree(out_dir)
+    config = TrainConfig(
+        backbone=params.backbone,
+        backbone_kind=params.backbone_kind,
+        **params.training.model_dump(),
+    )
+    progress: Progress | None = None
+
+    def report(event: dict[str, Any]) -> None:
+        nonlocal progress
+        if event["phase"] != "train":
+            return
+        if progress is None:
+            progress = Progress(job, total=event["total_steps"])
+        progress.update(event["step"], force=event["step"] == event["total_steps"])
+
+    result = train(rows.comparisons, rows.rankings, config, out_dir, progress=report)
+    job_progress(job=job, done=job.total)  # raises JobCancelled if it was cancelled meanwhile
+    reward_model_create(
+        job=job,
+        name=params.name,
+        backbone=params.backbone,
+        backbone_kind=params.backbone_kind,
+        parameters={
+            "data": params.data.model_dump(mode="json"),
+            "training": asdict(config),
+            "n_train": result.n_train,
+            "n_held_out": result.n_held_out,
+        },
+        export_options=rows.export_options,
+        data_snapshot=rows.snapshot,
+        metrics=result.metrics,
+        curve=result.curve,
+    )
+
+
+def scoring_run(job: Job, params: ScoreParams) -> None:
+    """Score the project's responses (those without a score, with `only_missing`) with the
+    model; scores are written per chunk, so a rerun picks up where one stopped."""
+    model = RewardModel.objects.get(pk=params.reward_model_id)
+    ids = list(
+        responses_to_score(
+            project=job.project, reward_model_id=model.pk, only_missing=params.only_missing
+        ).values_list("pk", flat=True)
+    )
+    progress = Progress(job, total=len(ids))
+    if not ids:
+        return
+    scorer = load_scorer(model.artifact_dir)
+    done = 0
+    for chunk in chunks(ids, SCORE_CHUNK):
+        rows = (
+            Response.objects.filter(pk__any=list(chunk))
+            .order_by("id")
+            .values_list("pk", "text", "prompt__text", "prompt__messages")
+        )
+        response_ids, texts, prompts = [], [], []
+        for pk, text, prompt_text, messages in rows:
+            response_ids.append(pk)
+            texts.append(text)
+            prompts.append(messages or [{"role": "user", "content": prompt_text}])
+        scores = scorer.score(prompts, texts, batch_size=params.batch_size)
+        scores_save(
+            reward_model_id=model.pk,
+            scores=list(zip(response_ids, (float(x) for x in scores), strict=True)),
+        )
+        done += len(chunk)
+        progress.update(done, force=True)
+
+
+def reward_evaluation_run(job: Job, params: RewardEvaluateParams) -> None:
+    """Score each response of the job's project's comparisons once and store the metrics.
+
+    The model may come from another project; `data` defaults to the model's own choice.
+    """
+    model = RewardModel.objects.get(pk=params.reward_model_id)
+    data = params.data or RewardData.model_validate(model.parameters["data"])
+    rows = reward_rows(job.project, data, listwise=False)
+    if not rows.comparisons:
+        raise FeedbackError("The export gave no pairs to evaluate on from these sources.")
+    responses: dict[int, tuple[list[dict[str, str]], str]] = {}
+    for comparison, (chosen, rejected) in zip(rows.comparisons, rows.pair_ids, strict=True):
+        responses[chosen] = (comparison.prompt, comparison.chosen)
+        responses[rejected] = (comparison.prompt, comparison.rejected)
+    ids = list(responses)
+    progress = Progress(job, total=len(ids))
+    scorer = load_scorer(model.artifact_dir)
+    score: dict[int, float] = {}
+    for chunk in chunks(ids, SCORE_CHUNK):
+        values = scorer.score(
+            [responses[pk][0] for pk in chunk], [responses[pk][1] for pk in chunk]
+        )
+        score.update(zip(chunk, (float(x) for x in values), strict=True))
+        progress.update(len(score), force=True)
+    metrics = evaluate(
+        np.array([score[chosen] for chosen, _ in rows.pair_ids]),
+        np.array([score[rejected] for _, rejected in rows.pair_ids]),
+        rows.comparisons,
+    )
+    reward_evaluation_save(
+        reward_model_id=model.pk,
+        project=job.project,
+        job=job,
+        export_options=rows.export_options,
+        data_snapshot=rows.snapshot,
+        metrics=metrics,
+    )

@@ -8,14 +8,10 @@ skip what is already stored.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
-from typing import Any
 
 from celery import Task as CeleryTask
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections, transaction
+from django.db import InterfaceError, OperationalError, connection
 
 from feedback.jobs import (
     JobCancelled,
@@ -28,10 +24,15 @@ from feedback.jobs import (
     job_requeue,
     job_succeed,
 )
-from feedback.models import Job
 from worker.celery import app
 from worker.ml.openai_backend import TransientBackendError
-from worker.runs import generation_run, judging_run
+from worker.runs import (
+    generation_run,
+    judging_run,
+    reward_evaluation_run,
+    reward_training_run,
+    scoring_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,50 +115,16 @@ def run_judge(self: CeleryTask, job_id: int) -> None:
     run_job(self, job_id, judging_run)
 
 
-def task_for_kind(kind: str) -> Any:
-    return {Job.Kind.GENERATE: generate_candidates, Job.Kind.JUDGE: run_judge}[kind]
+@app.task(bind=True, **RETRY)
+def train_reward_model(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, reward_training_run)
 
 
-# --- Without a broker: a thread of this process ------------------------------------------
-
-_in_process: queue.SimpleQueue[tuple[CeleryTask, int]] = queue.SimpleQueue()
-_runner_lock = threading.Lock()
-_runner: threading.Thread | None = None
+@app.task(bind=True, **RETRY)
+def score_responses(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, scoring_run)
 
 
-def job_enqueue(job: Job) -> None:
-    """Send the job's task once the transaction that queued it commits.
-
-    To the broker; or, with `JOBS_IN_THREAD` (no broker: the demo), to one thread of this
-    process that runs jobs one after another, as a worker with concurrency 1 would. Run in
-    the request instead, a SmolLM2 job held the browser for most of a minute with no
-    progress shown; beside it, the page answers at once and polls the job's row.
-    """
-    task = task_for_kind(job.kind)
-    if settings.JOBS_IN_THREAD:
-        transaction.on_commit(lambda: _run_beside(task, job.pk))
-    else:
-        task.delay_on_commit(job.pk)
-
-
-def _run_beside(task: CeleryTask, job_id: int) -> None:
-    global _runner
-    _in_process.put((task, job_id))
-    with _runner_lock:
-        if _runner is None or not _runner.is_alive():
-            # A daemon: stopping the server does not wait for a job; one cut off shows as
-            # stalled and is retried from the jobs page.
-            _runner = threading.Thread(target=_run_queued, name="prefhub-jobs", daemon=True)
-            _runner.start()
-
-
-def _run_queued() -> None:
-    while True:
-        task, job_id = _in_process.get()
-        try:
-            # Eager, as in the caller: run_job records the job's own failures on its row.
-            task.apply(args=[job_id], throw=True)
-        except Exception:
-            logger.exception("job %s: in-process run failed", job_id)
-        finally:
-            connections.close_all()  # this thread's connections only
+@app.task(bind=True, **RETRY)
+def evaluate_reward_model(self: CeleryTask, job_id: int) -> None:
+    run_job(self, job_id, reward_evaluation_run)

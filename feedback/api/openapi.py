@@ -1,5 +1,6 @@
-"""OpenAPI shapes of the bulk request bodies, generated from the pydantic models that
-parse their rows (feedback.schemas), so the schema and the validation cannot drift."""
+"""OpenAPI shapes of the bulk and job request bodies, generated from the pydantic models
+that parse them (feedback.schemas, feedback.jobs), so the schema and the validation cannot
+drift."""
 
 from typing import Any
 
@@ -8,8 +9,9 @@ from django.db import models
 from django.db.models import Q
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from feedback.jobs import RewardData
 from feedback.schemas import CandidateRow, ImportedRow
 
 
@@ -28,9 +30,29 @@ class ResponsesCreateBody(BaseModel):
     )
 
 
+class ScoreBody(BaseModel):
+    """Score the project's responses with this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    only_missing: bool = Field(True, description="Only the responses it has not scored yet.")
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class RewardEvaluateBody(BaseModel):
+    """Evaluate this model on a project's feedback: its own (default) or another's that the
+    caller administers; `data` defaults to what the model was trained on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: int | None = Field(None, ge=1, le=2**63 - 1)
+    data: RewardData | None = None
+
+
 def openapi_30(schema: Any) -> Any:
     """JSON Schema 2020-12 from pydantic as OpenAPI 3.0 (drf-spectacular's version): `null`
-    as a type becomes `nullable`, `const` an enum, `$defs` references components."""
+    as a type becomes `nullable`, `const` an enum, a numeric exclusive bound a bound with
+    a boolean flag, `$defs` references components."""
     if isinstance(schema, list):
         return [openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
@@ -40,6 +62,12 @@ def openapi_30(schema: Any) -> Any:
         schema["$ref"] = schema["$ref"].replace("#/$defs/", "#/components/schemas/")
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(schema.get(exclusive), int | float) and not isinstance(
+            schema[exclusive], bool
+        ):
+            schema[bound] = schema[exclusive]
+            schema[exclusive] = True
     for keyword in ("anyOf", "oneOf"):
         options = schema.get(keyword)
         if options and {"type": "null"} in options:

@@ -6,14 +6,18 @@ from rest_framework import serializers
 
 from feedback.exports import Aggregate, Form, PairSource, Shape, Sources, Ties
 from feedback.models import (
+    Job,
     Project,
     Prompt,
     RatingAspect,
     Response,
+    RewardEvaluation,
+    RewardModel,
     SpanLabel,
     Submission,
     Task,
 )
+from feedback.selectors import LEADERBOARD_MIN_VOTES
 
 
 class JsonTypes:
@@ -120,6 +124,13 @@ class ImportResultSerializer(serializers.Serializer):
 
 
 class ResponseSerializer(serializers.ModelSerializer):
+    score = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The reward model's score (the active one, or `?reward_model=`); null when "
+        "it has not scored the response, the project has no active model, or for annotators.",
+    )
+
     class Meta:
         model = Response
         fields = [
@@ -129,6 +140,7 @@ class ResponseSerializer(serializers.ModelSerializer):
             "model_name",
             "generation_params",
             "sample_index",
+            "score",
             "created_at",
         ]
 
@@ -278,9 +290,172 @@ class ExportParamsSerializer(QueryParamsSerializer):
         max_value=2**32 - 1,
         help_text="Fixes the unpaired shape's shuffled row order.",
     )
+    scores = serializers.RegexField(
+        r"^(active|[1-9][0-9]{0,18})$",
+        required=False,
+        help_text="A reward model's id, or `active`: add its scores (`chosen_score`, "
+        "`rejected_score` to pairs; `score` to unpaired and spans rows and to each rated "
+        "completion; `scores` to rankings). Every response of the project must have one.",
+        error_messages={"invalid": "A reward model's id or 'active'."},
+    )
 
 
 class AgreementParamsSerializer(QueryParamsSerializer):
     sources = serializers.ChoiceField(
         choices=[s.value for s in Sources], default=Sources.ANNOTATORS.value
     )
+
+
+# --- Leaderboard -----------------------------------------------------------------------
+
+
+class LeaderboardParamsSerializer(QueryParamsSerializer):
+    sources = serializers.ChoiceField(choices=[s.value for s in Sources], default=Sources.ALL.value)
+    category = serializers.RegexField(
+        r"^[^:]+:",
+        required=False,
+        max_length=1000,
+        trim_whitespace=False,
+        help_text="key:value - only prompts whose metadata[key] is value (compared as text).",
+        error_messages={"invalid": "Write the category as key:value."},
+    )
+    include_rankings = serializers.BooleanField(
+        default=False, help_text="Also count each ranking as the pairwise outcomes it implies."
+    )
+    min_votes = serializers.IntegerField(
+        default=LEADERBOARD_MIN_VOTES,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text="Models with fewer comparisons are marked few_votes.",
+    )
+    resamples = serializers.IntegerField(
+        default=1000, min_value=0, max_value=2000, help_text="Bootstrap resamples; 0: no intervals."
+    )
+    online_elo = serializers.BooleanField(
+        default=True, help_text="Also replay the votes in time order as online Elo (K = 4)."
+    )
+    format = serializers.ChoiceField(choices=["json", "csv"], default="json")
+
+    def validate_category(self, value: str) -> tuple[str, str]:
+        key, _, rest = value.partition(":")
+        return key, rest
+
+
+class ModelStandingSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    rank = serializers.IntegerField()
+    rating = serializers.FloatField(help_text="Bradley-Terry, Elo scale, mean 1000.")
+    rating_low = serializers.FloatField(allow_null=True)
+    rating_high = serializers.FloatField(allow_null=True)
+    rank_low = serializers.IntegerField(allow_null=True)
+    rank_high = serializers.IntegerField(allow_null=True)
+    votes = serializers.IntegerField()
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    win_rate = serializers.FloatField()
+    style_rating = serializers.FloatField(allow_null=True)
+    style_rank = serializers.IntegerField(allow_null=True)
+    online_elo = serializers.FloatField(allow_null=True)
+    few_votes = serializers.BooleanField()
+
+
+class PairStandingSerializer(serializers.Serializer):
+    model_a = serializers.CharField()
+    model_b = serializers.CharField()
+    votes = serializers.IntegerField()
+    a_wins = serializers.IntegerField()
+    b_wins = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    a_win_rate = serializers.FloatField()
+
+
+class StyleEffectSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    coefficient = serializers.FloatField(allow_null=True)
+    standard_error = serializers.FloatField(allow_null=True)
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    """The slice asked for, its totals, and the models best first."""
+
+    sources = serializers.CharField()
+    category = serializers.SerializerMethodField()
+    include_rankings = serializers.BooleanField()
+    min_votes = serializers.IntegerField()
+    resamples = serializers.IntegerField()
+    level = serializers.FloatField(help_text="Of the rating and rank intervals.")
+    votes = serializers.IntegerField()
+    prompts = serializers.IntegerField()
+    first_decided = serializers.IntegerField(help_text="Pairwise votes that chose a side.")
+    first_wins = serializers.IntegerField(help_text="Of those, won by the response shown first.")
+    first_win_rate = serializers.FloatField(allow_null=True)
+    models = ModelStandingSerializer(many=True)
+    pairs = PairStandingSerializer(many=True)
+    style = StyleEffectSerializer(many=True)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_category(self, board) -> str | None:
+        return None if board.category is None else ":".join(board.category)
+
+
+class ResponseScoresParamsSerializer(QueryParamsSerializer):
+    reward_model = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Whose scores to show: a reward model of the project (default: the active one).",
+    )
+
+
+# --- Jobs and reward models ---------------------------------------------------------------
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "params",
+            "done",
+            "total",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+
+
+class RewardEvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RewardEvaluation
+        fields = ["project", "job", "export_options", "data_snapshot", "metrics", "created_at"]
+
+
+class RewardModelSerializer(serializers.ModelSerializer):
+    """A trained reward model: what it learnt from, how well, and its evaluations on the
+    feedback of other projects (or later feedback of its own)."""
+
+    evaluations = RewardEvaluationSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = RewardModel
+        fields = [
+            "id",
+            "name",
+            "backbone",
+            "backbone_kind",
+            "is_active",
+            "parameters",
+            "export_options",
+            "data_snapshot",
+            "metrics",
+            "curve",
+            "evaluations",
+            "job",
+            "created_at",
+        ]

@@ -7,6 +7,7 @@ from feedback.api import views
 
 app_name = "api"
 project = "projects/<int:project_id>/"
+reward_model = f"{project}reward-models/<int:reward_model_id>/"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Split: the page's setup script is a file of its own; its one <style> element needs
@@ -46,4 +47,18 @@ urlpatterns = [
     path(f"{project}dashboard/", views.ProjectDashboardApi.as_view(), name="project-dashboard"),
     path(f"{project}judges/quality/", views.JudgeQualityApi.as_view(), name="judge-quality"),
     path(f"{project}leaderboard/", views.LeaderboardApi.as_view(), name="leaderboard"),
+    path(f"{project}jobs/<int:job_id>/", views.JobDetailApi.as_view(), name="job-detail"),
+    path(f"{project}reward-models/", views.RewardModelListApi.as_view(), name="reward-model-list"),
+    path(f"{reward_model}", views.RewardModelDetailApi.as_view(), name="reward-model-detail"),
+    path(
+        f"{reward_model}activate/",
+        views.RewardModelActivateApi.as_view(),
+        name="reward-model-activate",
+    ),
+    path(f"{reward_model}score/", views.RewardModelScoreApi.as_view(), name="reward-model-score"),
+    path(
+        f"{reward_model}evaluate/",
+        views.RewardModelEvaluateApi.as_view(),
+        name="reward-model-evaluate",
+    ),
 ]

@@ -3,11 +3,12 @@
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict
+from functools import cached_property
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -15,13 +16,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback import selectors, services
+from feedback import rewards, selectors, services
 from feedback.api import serializers as s
 from feedback.api.filters import FeedbackFilter, PromptFilter, ResponseFilter, TaskFilter
 from feedback.api.idempotency import KEY_PARAMETER, idempotent
-from feedback.api.openapi import PromptImportBody, ResponsesCreateBody
-from feedback.api.parsers import BulkJSONParser
+from feedback.api.openapi import (
+    PromptImportBody,
+    ResponsesCreateBody,
+    RewardEvaluateBody,
+    ScoreBody,
+)
+from feedback.api.parsers import BulkJSONParser, JSONWithoutNulParser
 from feedback.api.permissions import (
+    ADMIN,
     IsProjectMember,
     IsProjectReader,
     IsStaff,
@@ -29,9 +36,10 @@ from feedback.api.permissions import (
 )
 from feedback.dashboard import project_dashboard
 from feedback.exports import ExportOptions, export_rows
-from feedback.io import export_jsonl, export_parquet
+from feedback.io import export_jsonl, export_parquet, leaderboard_csv
+from feedback.jobs import RewardTrainParams, job_start, params_parse
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
-from feedback.models import Project
+from feedback.models import Job, Project, RewardModel
 
 WRITERS = {"jsonl": export_jsonl, "parquet": export_parquet}
 
@@ -152,16 +160,37 @@ class PromptDetailApi(ProjectScoped, generics.RetrieveAPIView):
         return selectors.project_prompts(self.project)
 
 
-class ResponseListApi(ProjectScoped, generics.ListAPIView):
-    """Candidate responses; POST adds many (10,000 and more) in one transaction."""
+class ScoredResponses(ProjectScoped):
+    """Responses with a reward model's score: `?reward_model=`, else the active model's.
+    Annotators get none: a score beside a response would steer their judgment."""
+
+    def project_queryset(self):
+        responses = selectors.project_responses(self.project)
+        if self.role not in selectors.REPORT_ROLES:
+            return rewards.responses_with_score(responses, None)
+        params = s.ResponseScoresParamsSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        if "reward_model" in params.validated_data:
+            model_id = params.validated_data["reward_model"]
+            rewards.project_reward_model(self.project, model_id)  # refuses another's
+        else:
+            active = rewards.active_reward_model(self.project)
+            model_id = active.pk if active is not None else None
+        return rewards.responses_with_score(responses, model_id)
+
+
+SCORE_PARAMETERS = extend_schema(parameters=[s.ResponseScoresParamsSerializer])
+
+
+@extend_schema_view(get=SCORE_PARAMETERS)
+class ResponseListApi(ScoredResponses, generics.ListAPIView):
+    """Candidate responses with their scores; POST adds many (10,000 and more) in one
+    transaction."""
 
     serializer_class = s.ResponseSerializer
     parser_classes = [BulkJSONParser]
     permission_classes = [IsProjectMember]
     filterset_class = ResponseFilter
-
-    def project_queryset(self):
-        return selectors.project_responses(self.project)
 
     @extend_schema(
         request=ResponsesCreateBody,
@@ -180,13 +209,11 @@ class ResponseListApi(ProjectScoped, generics.ListAPIView):
         return Response(s.ResponsesResultSerializer(result).data, status=status.HTTP_201_CREATED)
 
 
-class ResponseDetailApi(ProjectScoped, generics.RetrieveAPIView):
+@extend_schema_view(get=SCORE_PARAMETERS)
+class ResponseDetailApi(ScoredResponses, generics.RetrieveAPIView):
     serializer_class = s.ResponseSerializer
     permission_classes = [IsProjectMember]
     lookup_url_kwarg = "response_id"
-
-    def project_queryset(self):
-        return selectors.project_responses(self.project)
 
 
 class TaskListApi(ProjectScoped, generics.ListAPIView):
@@ -264,6 +291,8 @@ class ProjectExportApi(ProjectScoped, APIView):
         params.is_valid(raise_exception=True)
         options = dict(params.validated_data)
         writer = WRITERS[options.pop("format")]
+        if "scores" in options:
+            options["scores"] = rewards.scoring_model_resolve(self.project, options["scores"]).pk
         rows = export_rows(project=self.project, options=ExportOptions(**options))
         extension = "jsonl" if writer is export_jsonl else "parquet"
         name = f"{slugify(self.project.name) or 'project'}-{options['shape']}.{extension}"
@@ -328,10 +357,162 @@ class JudgeQualityApi(ProjectScoped, APIView):
 
 
 class LeaderboardApi(ProjectScoped, APIView):
-    """Model ratings from the project's pairwise judgments."""
+    """Bradley-Terry ratings of the models with bootstrap intervals, style control, online
+    Elo and head-to-head records; `format=csv` downloads the table."""
+
+    permission_classes = [IsProjectReader]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = StreamNegotiation
+
+    @extend_schema(
+        parameters=[s.LeaderboardParamsSerializer],
+        responses={
+            (200, "application/json"): s.LeaderboardSerializer,
+            (200, leaderboard_csv.MEDIA_TYPE): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response | HttpResponse:
+        params = s.LeaderboardParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        options = dict(params.validated_data)
+        as_csv = options.pop("format") == "csv"
+        board = selectors.project_leaderboard(project=self.project, **options)
+        if not as_csv:
+            return Response(s.LeaderboardSerializer(board).data)
+        response = HttpResponse(
+            leaderboard_csv.write_leaderboard(board), content_type=leaderboard_csv.MEDIA_TYPE
+        )
+        name = f"{slugify(self.project.name) or 'project'}-leaderboard.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
+# --- Jobs and reward models --------------------------------------------------------------
+
+
+def _started(job: Job) -> Response:
+    return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobDetailApi(ProjectScoped, generics.RetrieveAPIView):
+    """A background job of the project: poll it until it succeeded or failed."""
+
+    serializer_class = s.JobSerializer
+    permission_classes = [IsProjectReader]
+    lookup_url_kwarg = "job_id"
+
+    def project_queryset(self):
+        return Job.objects.filter(project=self.project)
+
+
+class RewardModelListApi(ProjectScoped, generics.ListAPIView):
+    """The project's reward models with their metrics and learning curves; POST starts a
+    training job (202: poll the job; the model is listed once it succeeded)."""
+
+    serializer_class = s.RewardModelSerializer
+    permission_classes = [IsProjectReader]
+    parser_classes = [JSONWithoutNulParser]
+
+    def project_queryset(self):
+        return rewards.project_reward_models(self.project, self.request.user)
+
+    @extend_schema(
+        request=RewardTrainParams, responses={202: s.JobSerializer}, parameters=[KEY_PARAMETER]
+    )
+    @idempotent
+    def post(self, request: Request, project_id: int) -> Response:
+        params = params_parse(RewardTrainParams, request.data, strict=True)
+        job = job_start(
+            project=self.project,
+            kind=Job.Kind.TRAIN_REWARD,
+            params=params.model_dump(mode="json"),
+            created_by=request.user,
+        )
+        return _started(job)
+
+
+class RewardModelScoped(ProjectScoped):
+    """Views under /api/projects/<project_id>/reward-models/<reward_model_id>/."""
+
+    @cached_property
+    def reward_model(self) -> RewardModel:
+        return generics.get_object_or_404(
+            rewards.project_reward_models(self.project, self.request.user),
+            pk=self.kwargs["reward_model_id"],
+        )
+
+
+class RewardModelDetailApi(RewardModelScoped, APIView):
+    permission_classes = [IsProjectReader]
+
+    @extend_schema(responses=s.RewardModelSerializer)
+    def get(self, request: Request, project_id: int, reward_model_id: int) -> Response:
+        return Response(s.RewardModelSerializer(self.reward_model).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, project_id: int, reward_model_id: int) -> Response:
+        """Delete the model, its scores and evaluations, and its files."""
+        rewards.reward_model_delete(reward_model=self.reward_model)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RewardModelActivateApi(RewardModelScoped, APIView):
+    """Make it the project's active model (the one before stops being); the responses it
+    has not scored are scored by a job."""
 
     permission_classes = [IsProjectReader]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request: Request, project_id: int) -> Response:
-        return Response({"project": self.project.pk, "models": []})
+    @extend_schema(request=None, responses=s.RewardModelSerializer)
+    def post(self, request: Request, project_id: int, reward_model_id: int) -> Response:
+        model = rewards.reward_model_activate(reward_model=self.reward_model)
+        return Response(s.RewardModelSerializer(model).data)
+
+
+class RewardModelScoreApi(RewardModelScoped, APIView):
+    """Start a job that scores the project's responses with this model."""
+
+    permission_classes = [IsProjectReader]
+    parser_classes = [JSONWithoutNulParser]
+
+    @extend_schema(request=ScoreBody, responses={202: s.JobSerializer}, parameters=[KEY_PARAMETER])
+    @idempotent
+    def post(self, request: Request, project_id: int, reward_model_id: int) -> Response:
+        body = params_parse(ScoreBody, request.data, strict=True)
+        job = job_start(
+            project=self.project,
+            kind=Job.Kind.SCORE,
+            params={"reward_model_id": self.reward_model.pk, **body.model_dump()},
+            created_by=request.user,
+        )
+        return _started(job)
+
+
+class RewardModelEvaluateApi(RewardModelScoped, APIView):
+    """Start a job that evaluates this model on a project's feedback: this one, or another
+    that the caller administers (the job and its evaluation belong to that project)."""
+
+    permission_classes = [IsProjectReader]
+    parser_classes = [JSONWithoutNulParser]
+
+    @extend_schema(
+        request=RewardEvaluateBody, responses={202: s.JobSerializer}, parameters=[KEY_PARAMETER]
+    )
+    @idempotent
+    def post(self, request: Request, project_id: int, reward_model_id: int) -> Response:
+        body = params_parse(RewardEvaluateBody, request.data, strict=True)
+        target = self.project
+        if body.project is not None and body.project != self.project.pk:
+            target = Project.objects.filter(pk=body.project).first()
+            if target is None or selectors.member_role(request.user, target) != ADMIN:
+                raise services.FeedbackError(
+                    "Unknown project.",
+                    errors={"project": [f"No project {body.project} that you administer."]},
+                )
+        data = body.data.model_dump(mode="json") if body.data is not None else None
+        job = job_start(
+            project=target,
+            kind=Job.Kind.EVALUATE_REWARD,
+            params={"reward_model_id": self.reward_model.pk, "data": data},
+            created_by=request.user,
+        )
+        return _started(job)

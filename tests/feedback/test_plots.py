@@ -63,3 +63,11 @@ def test_hostile_labels_stay_text_inside_the_svg():
     )
     assert not [node for node in root.iter() if node.tag.endswith("script")]
     assert "<script>alert(1)</script>" in texts(root)
+
+
+def test_dollar_signs_in_labels_are_text_not_tex():
+    names = ["$x^{$", "a $\\frac$ b", "cost $5"]
+    root = svg_of(
+        plots.interval_chart(names, [1, 2, 3], [0, 1, 2], [2, 3, 4], title="t", x_label="x")
+    )
+    assert set(names) <= set(texts(root))

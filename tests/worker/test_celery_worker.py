@@ -1,145 +1,28 @@
 """Jobs through a real Celery worker process on the local Redis and PostgreSQL.
 
 The worker is a subprocess reading the test database, so these tests commit their rows
-(transactional_db) and enqueue through Redis database 7.
+(transactional_db) and enqueue through Redis (TEST_CELERY_BROKER_URL); the worker fixtures
+are in tests/worker/conftest.py and celery_worker.py.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection
 
 from feedback.jobs import JOB_LOCK_NAMESPACE, job_start
 from feedback.models import Job, JudgeOutput, Response, Submission, Task
 from tests.factories import JudgeFactory, ProjectFactory, PromptFactory
-from worker.celery import app
+from tests.worker.celery_worker import finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/7")
-ROOT = Path(settings.BASE_DIR)
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path, pool: str = "solo") -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                f"--pool={pool}",
-                "--concurrency=1",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_for(lambda: b" ready." in self.log.read_bytes(), timeout, self.output)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def children(self) -> list[int]:
-        """Pids of the pool's child processes (prefork)."""
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
-
-    def kill(self) -> None:
-        """SIGKILL: no ack, no cleanup, as when a machine dies."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; worker log:\n{explain()}")
-
-
-@pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Send this process's tasks to Redis instead of running them in-process."""
-    client = redis.Redis.from_url(BROKER_URL)
-    client.flushdb()
-    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
-    app.conf.update(broker_url=BROKER_URL, task_always_eager=False)
-    # Eager runs earlier in the session built connection pools for the default broker URL;
-    # start from empty pools so that publishing reads the URL above.
-    monkeypatch.setattr(app, "_pool", None)
-    monkeypatch.setattr(app.amqp, "_producer_pool", None)
-    yield
-    app.conf.update(saved)
-    client.flushdb()
-
-
-@pytest.fixture
-def start_worker(tmp_path, tmp_path_factory, broker) -> Iterator[Callable[..., WorkerProcess]]:
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "DATABASE_CONN_MAX_AGE": "0",
-        "CELERY_BROKER_URL": BROKER_URL,
-        "HF_HUB_OFFLINE": "1",
-        "PREFHUB_DEVICE": "cpu",
-        "OMP_NUM_THREADS": "1",
-        "PREFHUB_LOCAL_MODEL_DIRS": str(tmp_path_factory.getbasetemp()),
-    }
-    workers: list[WorkerProcess] = []
-
-    def start(pool: str = "solo", **extra_env: str) -> WorkerProcess:
-        log = tmp_path / f"worker{len(workers)}.log"
-        worker = WorkerProcess({**env, **extra_env}, log, pool)
-        workers.append(worker)
-        worker.wait_ready()
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-def finished(job: Job) -> bool:
-    job.refresh_from_db()
-    return job.status not in (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
 def assert_every_sample_stored_or_skipped(job, responses, count: int) -> None:

@@ -9,10 +9,11 @@ import psycopg
 import pytest
 from django.db import connection
 
-from feedback.jobs import JOB_LOCK_NAMESPACE, job_cancel, job_start
+from feedback.jobs import JOB_LOCK_NAMESPACE, TASK_NAMES, job_cancel, job_start
 from feedback.models import Job, Response
 from tests.factories import JudgeFactory, PromptFactory
 from tests.worker.test_judge_job import task_of
+from worker.celery import app
 from worker.ml.openai_backend import TransientBackendError
 from worker.runs import judging_run
 from worker.tasks import generate_candidates, run_job, run_judge
@@ -145,3 +146,9 @@ def test_job_start_enqueues_the_task_once_the_job_is_committed(
     assert len(callbacks) == 1
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED
+
+
+def test_every_job_kind_is_sent_to_a_task_the_worker_registers():
+    # feedback/ names the tasks without importing the worker: the names must stay true.
+    assert set(TASK_NAMES) == set(Job.Kind.values)
+    assert set(TASK_NAMES.values()) <= set(app.tasks)

@@ -1,9 +1,12 @@
-"""Tiny causal LMs with a locally trained tokenizer, for tests that must not touch a hub.
+"""Tiny models with a locally trained tokenizer, for tests that must not touch a hub.
 
 `build_tiny_causal_lm(dir)` writes a directory that `load_causal_lm(dir, device=...)` and
 `AutoModelForCausalLM.from_pretrained(dir)` load: random weights from a config (2 layers,
 width 32), a word-level tokenizer over a few sentences, a ChatML chat template and EOS
-<|im_end|>. Building takes well under a second.
+<|im_end|>. `build_tiny_reward_model(dir)` writes a sequence classifier with one output
+(a reward model, as TRL's RewardTrainer loads it) and `build_tiny_sentence_encoder(dir)` a
+BERT encoder that sentence-transformers loads with mean pooling. Building takes well under
+a second.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import Literal
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    BertConfig,
+    BertModel,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    LlamaForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
@@ -110,5 +116,53 @@ def build_tiny_causal_lm(
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     build_tiny_model(tokenizer, arch=arch, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_reward_model(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer Llama sequence classifier (num_labels=1) + tokenizer to `directory`.
+
+    Usual initialisation (0.02), unlike the generation model: a reward model is trained,
+    and a large initial scale only slows that down.
+    """
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_labels=1,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_sentence_encoder(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer BERT + tokenizer: a plain transformers directory, which
+    sentence-transformers loads as an encoder with mean pooling."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

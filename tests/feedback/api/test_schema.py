@@ -15,8 +15,8 @@ from rest_framework.authtoken.models import Token
 from schemathesis.generation.meta import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from feedback.models import Project, Prompt, Response, Task
-from tests.factories import JudgeFactory, UserFactory, feedback_fill
+from feedback.models import Project, Prompt, Response, RewardModel, Task
+from tests.factories import JudgeFactory, RewardModelFactory, UserFactory, feedback_fill
 
 SCHEMA = SchemaGenerator().get_schema(request=None, public=True)
 # The schema and its viewer are drf-spectacular's, not the API.
@@ -93,6 +93,7 @@ def superuser_token(project, annotator, keep_connection):
     project.members.create(user=other, role="annotator")
     feedback_fill(project, [annotator, other], judge=JudgeFactory())
     Prompt.objects.filter(pk=project.prompts.first().pk).update(external_id="q-İstanbul")
+    RewardModelFactory(project=project)
     return Token.objects.create(user=admin).key
 
 
@@ -101,7 +102,23 @@ def superuser_token(project, annotator, keep_connection):
 # combine under rules (no ties column in the unpaired shape, the text form only for plain
 # prompts, an aspect of this project); a partial update of a project meets the constraints
 # that span its stored fields (free text needs a mode, some kind collected).
-RULES = {("GET", "/api/projects/{project_id}/export/"), ("PATCH", "/api/projects/{project_id}/")}
+# Training and evaluation bodies meet rules of the server's state: a backbone in an
+# allowed model directory, an aspect of the project, a project the caller administers.
+REWARD_MODEL = "/api/projects/{project_id}/reward-models/{reward_model_id}/"
+RULES = {
+    ("GET", "/api/projects/{project_id}/export/"),
+    ("PATCH", "/api/projects/{project_id}/"),
+    ("POST", "/api/projects/{project_id}/reward-models/"),
+    ("POST", f"{REWARD_MODEL}evaluate/"),
+}
+# Writes that start a job or change a state: they answer 200 or 202, and add no project,
+# prompt or response.
+NOT_CREATES = {
+    "/api/projects/{project_id}/reward-models/",
+    f"{REWARD_MODEL}activate/",
+    f"{REWARD_MODEL}score/",
+    f"{REWARD_MODEL}evaluate/",
+}
 
 
 def aim_at(case, project) -> None:
@@ -113,14 +130,17 @@ def aim_at(case, project) -> None:
     def negative(location: ParameterLocation) -> bool:
         return case.meta is not None and case.meta.is_negative_at(location)
 
+    reward_model = RewardModel.objects.filter(project=project).first()
     if "project_id" in (case.path_parameters or {}) and not negative(ParameterLocation.PATH):
         case.path_parameters["project_id"] = project.pk
+        if "reward_model_id" in case.path_parameters and reward_model is not None:
+            case.path_parameters["reward_model_id"] = reward_model.pk
     if (case.headers or {}).get("Idempotency-Key") and not negative(ParameterLocation.HEADER):
         # A key names one request: a generated one met again with another body is refused.
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
     query = case.query or {}
     if not negative(ParameterLocation.QUERY):
-        for name, model in (("prompt", Prompt), ("task", Task)):
+        for name, model in (("prompt", Prompt), ("task", Task), ("reward_model", RewardModel)):
             if name in query:
                 query[name] = model.objects.filter(project=project).first().pk
     if negative(ParameterLocation.BODY):
@@ -153,7 +173,7 @@ def aim_at(case, project) -> None:
 def test_fuzzed_requests_pass_every_check(case, project, superuser_token):
     aim_at(case, project)
     valid = case.meta is None or not any(c.mode.is_negative for c in case.meta.components.values())
-    writes = case.method == "POST" and valid
+    writes = case.method == "POST" and valid and case.path not in NOT_CREATES
     before = Project.objects.count() + Prompt.objects.count() + Response.objects.count()
     response = case.call_and_validate(
         headers={"Authorization": f"Token {superuser_token}"},

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from worker.ml.device import pick_device
 from worker.ml.generation import load_causal_lm
-from worker.ml.tiny import build_tiny_causal_lm
+from worker.ml.tiny import build_tiny_causal_lm, build_tiny_reward_model
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,8 @@ def tiny_lm(
         tmp_path_factory.mktemp(f"tiny-{request.param}"), arch=request.param
     )
     return load_causal_lm(str(path), device=pick_device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-reward"))
