@@ -92,6 +92,10 @@ def test_the_dashboard_leaderboard_and_configuration_of_a_demo_project(
     page.click(".project-nav >> text=Leaderboard")
     page.wait_for_url(f"**/projects/{demo_like.pk}/leaderboard/")
     assert "Leaderboard" in page.locator("h1").inner_text()
+    # Ratings with intervals and the win-rate heat map, their numbers in tables.
+    assert page.locator('img[src^="data:image/svg+xml;base64,"]').count() == 2
+    board = page.locator("table").first.inner_text()
+    assert all(f"assistant-{size}" in board for size in ("large", "medium", "small"))
     screenshot(page, "leaderboard")
 
     page.goto(live_server.url + configure)
