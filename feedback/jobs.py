@@ -509,14 +509,13 @@ def _enqueue(job: Job) -> None:
     name = TASK_NAMES[job.kind]
 
     def send() -> None:
-        if celery_app.conf.task_always_eager:
-            celery_app.loader.import_default_modules()
-            if settings.JOBS_IN_THREAD:
-                _run_beside(name, job.pk)
-            else:
-                celery_app.tasks[name].delay(job.pk)
-        else:
+        if not celery_app.conf.task_always_eager:
             celery_app.send_task(name, args=(job.pk,))
+        elif settings.JOBS_IN_THREAD:
+            _run_beside(name, job.pk)
+        else:
+            celery_app.loader.import_default_modules()
+            celery_app.tasks[name].delay(job.pk)
 
     transaction.on_commit(send)
 
@@ -545,6 +544,9 @@ def _run_queued() -> None:
     while True:
         task_name, job_id = _in_process.get()
         try:
+            # Here, not in the request: the first import of the worker's modules (torch,
+            # transformers) takes seconds.
+            celery_app.loader.import_default_modules()
             # Eager, as in the caller: the task records the job's own failures on its row.
             celery_app.tasks[task_name].apply(args=[job_id], throw=True)
         except Exception:

@@ -152,7 +152,7 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
                 [p.turns for p in chunk],
                 sampling,
                 on_progress=lambda finished, _total, base=base: progress.update(
-                    base + finished // params.n
+                    base + int(finished // params.n)
                 ),
                 keys=[p.pk for p in chunk],
             )
