@@ -2,6 +2,8 @@
 project seeded as the demo seeds it, and a project created through the pages, with hostile
 HTML in its guidelines. Screenshots are kept as test artifacts."""
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.utils import timezone
 
@@ -38,8 +40,9 @@ def log_in(page, base: str, username: str, password: str, next_path: str) -> Non
     page.goto(f"{base}/accounts/login/?next={next_path}")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**{next_path}")
+    # The first dashboard of a process takes seconds (see `watched`): wait for it, not the click.
+    page.click("button[type=submit]", no_wait_after=True)
+    page.wait_for_url(lambda url: urlsplit(url).path == next_path)
 
 
 @pytest.fixture
