@@ -4,53 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.middleware import HtmxDetails
 
 from feedback.endpoints import inference_endpoints
 from feedback.jobs import KIND_LAYOUT, job_cancel, job_retry, job_start
 from feedback.judges import judge_quality, judges_of_project, people_position_wins
 from feedback.loop import round_table
-from feedback.models import Job, Judge, JudgeOutput, Project, ProjectMember
+from feedback.models import Job, Judge, JudgeOutput, Project
 from feedback.selectors import member_role
 from feedback.services import FeedbackError
-from feedback.views import report_project
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
-def _login_required_htmx(view):
-    """login_required, but an htmx request without a session gets 401: redirected, htmx
-    would follow and swap the login page in place of the progress bar."""
-    page_view = login_required(view)
-
-    @wraps(view)
-    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.htmx and not request.user.is_authenticated:
-            return HttpResponse("Your session has ended: log in again.", status=401)
-        return page_view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def admin_project(request: HttpRequest, project_id: int) -> Project:
-    project = get_object_or_404(Project, pk=project_id)
-    role = member_role(request.user, project)
-    if role is None:
-        raise Http404("No such project.")
-    if role != ProjectMember.Role.ADMIN:
-        raise PermissionDenied("Only project admins manage jobs.")
-    return project
+from feedback.views import HtmxHttpRequest, admin_project, login_required_htmx, report_project
 
 
 class StartKeyField(forms.UUIDField):
@@ -191,7 +160,7 @@ def _job_context(job: Job) -> dict[str, Any]:
     }
 
 
-@_login_required_htmx
+@login_required_htmx
 def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """The job's progress bar; htmx polls it while the job is queued or running."""
     job = get_object_or_404(Job, pk=job_id)
@@ -199,13 +168,13 @@ def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     return render(request, "annotate/jobs.html#job-progress", _job_context(job))
 
 
-@_login_required_htmx
+@login_required_htmx
 @require_POST
 def job_stop(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     return _job_change(request, job_id, job_cancel)
 
 
-@_login_required_htmx
+@login_required_htmx
 @require_POST
 def job_restart(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """Retry a failed or stalled job in place; it resumes where the last attempt stopped."""
@@ -231,5 +200,10 @@ def judge_quality_page(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "annotate/judge_quality.html",
-        {"project": project, "reports": reports, "people": people},
+        {
+            "project": project,
+            "role": member_role(request.user, project),
+            "reports": reports,
+            "people": people,
+        },
     )

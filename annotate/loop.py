@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotate.jobs import HtmxHttpRequest, StartKeyField, _login_required_htmx, admin_project
+from annotate.jobs import StartKeyField
 from feedback.loop import (
     default_reward_options,
     loop_config,
@@ -21,6 +21,7 @@ from feedback.loop import (
 )
 from feedback.models import LoopConfig, Project, RewardModel, SelectionRound
 from feedback.services import FeedbackError
+from feedback.views import HtmxHttpRequest, admin_project, login_required_htmx
 
 LOOP_FIELDS = [
     "is_on",
@@ -170,7 +171,7 @@ def loop_round_start(request: HttpRequest, project_id: int) -> HttpResponse:
     return _loop_page(request, project, LoopForm(config=loop_config(project)), form)
 
 
-@_login_required_htmx
+@login_required_htmx
 def loop_rounds(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     """The rounds table; htmx polls it while a round is under way or the loop is on."""
     project = admin_project(request, project_id)

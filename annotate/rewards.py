@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from pydantic import BaseModel
 
-from annotate.jobs import StartKeyField, admin_project, start_from_form
+from annotate.jobs import StartKeyField, start_from_form
 from feedback import plots
 from feedback.jobs import RewardData, RewardTraining
 from feedback.models import Job, Project, RewardModel
@@ -29,6 +29,7 @@ from feedback.rewards import (
     reward_model_delete,
 )
 from feedback.selectors import projects_administered
+from feedback.views import admin_project
 
 REWARD_JOB_KINDS = [Job.Kind.TRAIN_REWARD, Job.Kind.SCORE, Job.Kind.EVALUATE_REWARD]
 

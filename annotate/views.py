@@ -21,6 +21,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post, submit_key_from_post
 from feedback import queue
+from feedback.dashboard import projects_overview
 from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
     annotator_progress,
@@ -28,7 +29,6 @@ from feedback.selectors import (
     previous_task_id,
     project_for_annotator,
     project_progress,
-    projects_for_user,
     task_screen,
 )
 from feedback.services import FeedbackError
@@ -58,7 +58,8 @@ def annotator_page(view):
 
 @login_required
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = projects_for_user(request.user)
+    """Every project of the user with its progress and the pages their role opens."""
+    projects = projects_overview(request.user)
     return render(request, "annotate/project_list.html", {"projects": projects})
 
 

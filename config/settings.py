@@ -136,6 +136,15 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The demo's jobs write from a thread beside the requests (JOBS_IN_THREAD): WAL lets
+    # pages read while a job writes, and IMMEDIATE transactions wait for the write lock
+    # (up to the timeout) instead of failing with "database is locked" on an upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis when given (shared by all web processes), else memory local to each process.
@@ -281,6 +290,9 @@ SPECTACULAR_SETTINGS = {
 # Celery: without a broker URL the tasks run in-process (the demo); production sets Redis.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# In-process tasks run in a thread of the web process, one job at a time, beside the
+# request that started them: the page answers at once and polls the job's progress.
+JOBS_IN_THREAD = env_flag("PREFHUB_JOBS_IN_THREAD", CELERY_TASK_ALWAYS_EAGER)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -23,6 +23,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests assert on what a job wrote once the call that started it returns: in-process jobs
+# run in the caller (eager), not in a thread; the tests of the thread turn it on.
+JOBS_IN_THREAD = False
 # Rates no test reaches by accident; tests of the limits make them small.
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -27,6 +29,7 @@ from django.db import (
     IntegrityError,
     close_old_connections,
     connection,
+    connections,
     transaction,
 )
 from django.db.models import F, Q
@@ -571,18 +574,56 @@ def _enqueue(job: Job) -> None:
     """Send the job to a worker once the transaction that queued it commits.
 
     Without a broker (the SQLite demo) Celery runs tasks in-process, which needs them
-    registered: the loader imports the worker's task modules, as a worker does.
+    registered: the loader imports the worker's task modules, as a worker does. There
+    they run in a thread beside the requests (`JOBS_IN_THREAD`), or in the caller.
     """
     name = TASK_NAMES[job.kind]
 
     def send() -> None:
-        if celery_app.conf.task_always_eager:
+        if not celery_app.conf.task_always_eager:
+            celery_app.send_task(name, args=(job.pk,))
+        elif settings.JOBS_IN_THREAD:
+            _run_beside(name, job.pk)
+        else:
             celery_app.loader.import_default_modules()
             celery_app.tasks[name].delay(job.pk)
-        else:
-            celery_app.send_task(name, args=(job.pk,))
 
     transaction.on_commit(send)
+
+
+# In-process jobs waiting for the thread that runs them, one after another, as a worker
+# with concurrency 1 would. Run in the request instead, a SmolLM2 job held the browser for
+# most of a minute with no progress shown; beside it, the page answers at once and polls
+# the job's row.
+_in_process: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+_runner_lock = threading.Lock()
+_runner: threading.Thread | None = None
+
+
+def _run_beside(task_name: str, job_id: int) -> None:
+    global _runner
+    _in_process.put((task_name, job_id))
+    with _runner_lock:
+        if _runner is None or not _runner.is_alive():
+            # A daemon: stopping the server does not wait for a job; one cut off shows as
+            # stalled and is retried from the jobs page.
+            _runner = threading.Thread(target=_run_queued, name="prefhub-jobs", daemon=True)
+            _runner.start()
+
+
+def _run_queued() -> None:
+    while True:
+        task_name, job_id = _in_process.get()
+        try:
+            # Here, not in the request: the first import of the worker's modules (torch,
+            # transformers) takes seconds.
+            celery_app.loader.import_default_modules()
+            # Eager, as in the caller: the task records the job's own failures on its row.
+            celery_app.tasks[task_name].apply(args=[job_id], throw=True)
+        except Exception:
+            logger.exception("job %s: in-process run failed", job_id)
+        finally:
+            connections.close_all()  # this thread's connections only
 
 
 def score_new_responses(*, project: Project) -> Job | None:
@@ -656,6 +697,19 @@ def job_is_pending(*, job_id: int) -> bool:
     return Job.objects.filter(
         pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
     ).exists()
+
+
+def job_wait(*, job: Job, timeout: float, poll: float = 0.2) -> Job:
+    """The job's row once it is no longer queued or running, read every `poll` seconds:
+    for scripts (the demo's setup) that need a job's results before going on. Raises
+    TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while job_is_pending(job_id=job.pk):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Job {job.pk} did not finish within {timeout:.0f} s.")
+        time.sleep(poll)
+    job.refresh_from_db()
+    return job
 
 
 def job_claim(*, job_id: int) -> Job | None:

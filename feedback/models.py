@@ -354,6 +354,13 @@ class Job(models.Model):
         return round(100 * self.done / self.total) if self.total else 0
 
     @property
+    def elapsed(self) -> timedelta | None:
+        """How long the last attempt ran: until it ended, or until now while it runs."""
+        if self.started_at is None or self.status == self.Status.QUEUED:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
     def is_stalled(self) -> bool:
         """Running, but no heartbeat for `JOB_STALLED_MINUTES`: its worker is gone."""
         if self.status != self.Status.RUNNING:

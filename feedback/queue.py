@@ -83,6 +83,27 @@ def leases_expire(*, now: datetime | None = None, limit: int = EXPIRE_BATCH) -> 
     return len(lapsed)
 
 
+@transaction.atomic
+def leases_release(
+    *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
+) -> int:
+    """Return the annotator's live leases in the project to the queue (they left it, or
+    no longer annotate), as if they had lapsed; the number returned."""
+    held = list(
+        Assignment.objects.select_for_update()
+        .filter(project=project, annotator=annotator, status=Status.ACTIVE)
+        .order_by("id")
+        .values_list("pk", "task_id")
+    )
+    if not held:
+        return 0
+    Assignment.objects.filter(pk__any=[pk for pk, _ in held]).update(
+        status=Status.EXPIRED, finished_at=now or timezone.now()
+    )
+    _free_slots(Counter(task_id for _, task_id in held))
+    return len(held)
+
+
 def task_claim_next(
     *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> Assignment | None:

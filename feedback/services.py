@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from pydantic import BaseModel
@@ -34,9 +35,12 @@ from feedback.models import (
     Prompt,
     RankingEntry,
     RankingFeedback,
+    RatingAspect,
     RatingFeedback,
     Response,
+    Severity,
     SpanFeedback,
+    SpanLabel,
     Submission,
     Task,
     TaskResponse,
@@ -710,14 +714,176 @@ def _score_new_responses(project: Project) -> None:
 # --- Projects --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AspectInput:
+    """A rating aspect as a form gives it: `id` None for a new one; `delete` removes it."""
+
+    id: int | None
+    name: str
+    rubric: str = ""
+    scale_min: int = 1
+    scale_max: int = 5
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class SpanLabelInput:
+    """A span label as a form gives it: `id` None for a new one; `delete` removes it."""
+
+    id: int | None
+    name: str
+    description: str = ""
+    color: str = "#f59e0b"
+    default_severity: str = Severity.MINOR
+    delete: bool = False
+
+
 @transaction.atomic
-def project_create(*, creator: AbstractBaseUser, **fields) -> Project:
-    """Create a project; its creator becomes its first admin."""
+def project_create(
+    *,
+    creator: AbstractBaseUser,
+    aspects: Sequence[AspectInput] = (),
+    labels: Sequence[SpanLabelInput] = (),
+    **fields,
+) -> Project:
+    """Create a project, with its aspects and labels; its creator becomes its first admin.
+
+    All or nothing: raises FeedbackError naming each bad field (`aspects[1].scale_max`).
+    """
     project = Project(**fields)
     _validate(project)
     project.save()
     ProjectMember.objects.create(project=project, user=creator, role=ProjectMember.Role.ADMIN)
+    _project_parts_save(project, aspects, labels)
     return project
+
+
+@transaction.atomic
+def project_configure(
+    *,
+    project: Project,
+    fields: dict[str, Any],
+    aspects: Sequence[AspectInput] = (),
+    labels: Sequence[SpanLabelInput] = (),
+) -> Project:
+    """Change a project's settings, aspects and labels together, all or nothing.
+
+    Aspects and labels are listed in display order; ones not listed stay as they are. One
+    that feedback uses is not removed, and an aspect's scale does not shrink past ratings
+    given on it: the stored feedback would no longer fit its project. Raises FeedbackError
+    naming each bad field (`aspects[0].scale_min`, `labels[1].name`).
+    """
+    errors: dict[str, list[str]] = {}
+    # Both checked, so that the form shows every error at once; any error undoes all.
+    for change in (
+        lambda: project_update(project=project, **fields),
+        lambda: _project_parts_save(project, aspects, labels),
+    ):
+        try:
+            change()
+        except FeedbackError as exc:
+            errors.update(exc.errors or {"project": [exc.message]})
+    if errors:
+        raise FeedbackError("The project was refused.", errors=errors)
+    return project
+
+
+def _project_parts_save(
+    project: Project, aspects: Sequence[AspectInput], labels: Sequence[SpanLabelInput]
+) -> None:
+    errors: dict[str, list[str]] = {}
+    aspect_rows = _parts_prepare(
+        project,
+        RatingAspect,
+        aspects,
+        "aspects",
+        ["name", "rubric", "scale_min", "scale_max"],
+        errors,
+        used_by=lambda aspect: aspect.ratings,
+        noun="rating",
+    )
+    label_rows = _parts_prepare(
+        project,
+        SpanLabel,
+        labels,
+        "labels",
+        ["name", "description", "color", "default_severity"],
+        errors,
+        used_by=lambda label: label.spans,
+        noun="span",
+    )
+    for index, (aspect, given) in enumerate(aspect_rows):
+        if aspect is None or aspect.pk is None or given.delete:
+            continue
+        # Ratings already given must stay on the scale.
+        outside = aspect.ratings.exclude(value__range=(given.scale_min, given.scale_max)).count()
+        if outside:
+            errors.setdefault(f"aspects[{index}].scale_max", []).append(
+                f"{outside} rating{'s' if outside > 1 else ''} given on {aspect.name} "
+                f"fall{'' if outside > 1 else 's'} outside {given.scale_min}-{given.scale_max}."
+            )
+    if errors:
+        raise FeedbackError("The project was refused.", errors=errors)
+    path = "aspects"
+    try:
+        for path, rows in (("aspects", aspect_rows), ("labels", label_rows)):  # noqa: B007
+            for row, given in rows:
+                if row is not None and given.delete:
+                    row.delete()
+            for position, (row, _) in enumerate(r for r in rows if not r[1].delete):
+                row.position = position
+                row.save()
+    except IntegrityError as exc:
+        raise _constraint_error(exc, path) from exc
+
+
+def _parts_prepare(
+    project: Project,
+    model: type[RatingAspect] | type[SpanLabel],
+    given: Sequence[AspectInput] | Sequence[SpanLabelInput],
+    path: str,
+    fields: list[str],
+    errors: dict[str, list[str]],
+    *,
+    used_by,
+    noun: str,
+) -> list[tuple[Any, Any]]:
+    """(row with the given values set, given) per given row, checked: its fields, its
+    name unique in the project, and removal only while no feedback uses it."""
+    existing = {row.pk: row for row in model.objects.filter(project=project)}
+    names: dict[str, int] = {}
+    rows: list[tuple[Any, Any]] = []
+    for index, item in enumerate(given):
+        where = f"{path}[{index}]"
+        row = existing.get(item.id) if item.id is not None else model(project=project)
+        if row is None:
+            errors.setdefault(f"{where}.name", []).append("Not part of this project.")
+            rows.append((None, item))
+            continue
+        if item.delete:
+            uses = used_by(row).count() if row.pk else 0
+            if uses:
+                errors.setdefault(f"{where}.name", []).append(
+                    f"{uses} {noun}{'s' if uses > 1 else ''} use{'' if uses > 1 else 's'} "
+                    f"{row.name}: it cannot be removed (rename it instead)."
+                )
+            rows.append((row, item))
+            continue
+        for name in fields:
+            setattr(row, name, getattr(item, name))
+        if item.name in names:
+            errors.setdefault(f"{where}.name", []).append(
+                f"Row {names[item.name] + 1} has this name too."
+            )
+        names.setdefault(item.name, index)
+        try:
+            row.full_clean(exclude=["position"])
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                key = where if name == NON_FIELD_ERRORS else f"{where}.{name}"
+                errors.setdefault(key, []).extend(messages)
+        rows.append((row, item))
+    return rows
 
 
 @transaction.atomic
@@ -748,6 +914,83 @@ def task_slots_recount(*, project: Project) -> int:
             default=models.Value(False),
         )
     )
+
+
+# --- Members --------------------------------------------------------------------------
+
+
+def _admins_left(project: Project, without: ProjectMember) -> int:
+    """The project's other admins, their rows locked: two admins demoting each other at
+    once must not leave the project with none."""
+    return len(
+        ProjectMember.objects.select_for_update()
+        .filter(project=project, role=ProjectMember.Role.ADMIN)
+        .exclude(pk=without.pk)
+        .values_list("pk", flat=True)
+    )
+
+
+def _role_checked(role: str) -> str:
+    if role not in ProjectMember.Role.values:
+        allowed = ", ".join(ProjectMember.Role.values)
+        raise FeedbackError("The role was refused.", errors={"role": [f"Use one of {allowed}."]})
+    return role
+
+
+@transaction.atomic
+def member_add(*, project: Project, username: str, role: str) -> ProjectMember:
+    """Give the user called `username` a role in the project."""
+    _role_checked(role)
+    user_model = get_user_model()
+    user = user_model.objects.filter(**{user_model.USERNAME_FIELD: username.strip()}).first()
+    if user is None:
+        raise FeedbackError(
+            "The member was refused.",
+            errors={"username": [f"No user is called {username.strip()!r}."]},
+        )
+    current = ProjectMember.objects.filter(project=project, user=user).first()
+    if current is not None:
+        raise FeedbackError(
+            "The member was refused.",
+            errors={"username": [f"{username} is already a member, as {current.role}."]},
+        )
+    return ProjectMember.objects.create(project=project, user=user, role=role)
+
+
+@transaction.atomic
+def member_set_role(*, member: ProjectMember, role: str) -> ProjectMember:
+    """Change a member's role; the project's last admin stays one. A member who no longer
+    annotates gives their open task back to the queue."""
+    _role_checked(role)
+    demoted = member.role == ProjectMember.Role.ADMIN and role != ProjectMember.Role.ADMIN
+    if demoted and not _admins_left(member.project, member):
+        raise FeedbackError(
+            "The role was refused.",
+            errors={"role": [f"{member.user} is the only admin: make another one first."]},
+        )
+    member.role = role
+    member.save(update_fields=["role"])
+    if role == ProjectMember.Role.VIEWER:
+        _leases_give_back(member)
+    return member
+
+
+@transaction.atomic
+def member_remove(*, member: ProjectMember) -> None:
+    """Take a member out of the project; their answers stay, their open task goes back."""
+    if member.role == ProjectMember.Role.ADMIN and not _admins_left(member.project, member):
+        raise FeedbackError(
+            "The member was not removed.",
+            errors={"role": [f"{member.user} is the only admin: make another one first."]},
+        )
+    _leases_give_back(member)
+    member.delete()
+
+
+def _leases_give_back(member: ProjectMember) -> None:
+    from feedback.queue import leases_release  # the queue imports this module
+
+    leases_release(project=member.project, annotator=member.user)
 
 
 def _validate(instance) -> None:

@@ -1,13 +1,17 @@
 """Pages for project admins (the annotator pages live in `annotate`)."""
 
+from functools import wraps
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django_htmx.middleware import HtmxDetails
 
 from feedback import plots
 from feedback.api.serializers import LeaderboardParamsSerializer
-from feedback.models import Project
+from feedback.models import Project, ProjectMember
 from feedback.selectors import (
     REPORT_ROLES,
     member_role,
@@ -16,6 +20,24 @@ from feedback.selectors import (
     project_leaderboard,
     prompt_categories,
 )
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def login_required_htmx(view):
+    """login_required, but an htmx request without a session gets 401: redirected, htmx
+    would follow and swap the login page in place of the part it asked for."""
+    page_view = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            return HttpResponse("Your session has ended: log in again.", status=401)
+        return page_view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def report_project(request: HttpRequest, project_id: int) -> Project:
@@ -32,6 +54,18 @@ def report_project(request: HttpRequest, project_id: int) -> Project:
     return project
 
 
+def admin_project(request: HttpRequest, project_id: int) -> Project:
+    """The project if the user administers it (or is a superuser); 404 outside it, 403
+    for its other members."""
+    project = get_object_or_404(Project, pk=project_id)
+    role = member_role(request.user, project)
+    if role is None:
+        raise Http404("No such project.")
+    if role != ProjectMember.Role.ADMIN:
+        raise PermissionDenied("Only the project's admins do this.")
+    return project
+
+
 @login_required
 def project_agreement_page(request: HttpRequest, project_id: int) -> HttpResponse:
     """Agreement and cross-protocol consistency, for the project's admins and viewers."""
@@ -41,6 +75,7 @@ def project_agreement_page(request: HttpRequest, project_id: int) -> HttpRespons
         sources = "annotators"
     context = {
         "project": project,
+        "role": member_role(request.user, project),
         "sources": sources,
         "agreement": project_agreement(project=project, sources=sources),
         "consistency": project_consistency(project=project),

@@ -31,8 +31,10 @@ def demo_server(tmp_path):
     # A fresh machine: bin/demo sets what it needs itself (the test settings put a key here).
     for name in ("DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY", "DJANGO_DEBUG"):
         env.pop(name, None)
+    # No model jobs: minutes of SmolLM2 on a CPU; test_demo_command.py seeds them with a
+    # tiny model.
     process = subprocess.Popen(
-        ["bin/demo", "--addrport", f"127.0.0.1:{port}"],
+        ["bin/demo", "--addrport", f"127.0.0.1:{port}", "--no-jobs"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -80,3 +82,22 @@ def test_demo_prints_its_url_and_login_and_serves_the_annotator_pages(demo_serve
     project_page = session.get(base + project_url, timeout=5)
     assert project_page.status_code == 200
     assert "Demo: assistant answers" in project_page.text
+
+
+@pytest.mark.slow
+def test_the_demo_admin_sees_the_simulated_past_on_the_dashboard(demo_server):
+    base, _ = demo_server
+    session = requests.Session()
+    login_page = session.get(base + "/accounts/login/", timeout=5)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text)[1]
+    home = session.post(
+        base + "/accounts/login/",
+        data={"username": "admin", "password": "demo", "csrfmiddlewaretoken": token},
+        headers={"Referer": base + "/accounts/login/"},
+        timeout=5,
+    )
+    dashboard = re.search(r'href="(/projects/\d+/dashboard/)"', home.text)[1]
+    page = session.get(base + dashboard, timeout=60)
+    assert page.status_code == 200
+    assert page.text.count('src="data:image/svg+xml;base64,') >= 5
+    assert "maya" in page.text and "No tasks yet." not in page.text

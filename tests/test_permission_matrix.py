@@ -94,6 +94,7 @@ EXPECTED: dict[str, list[Row]] = {
     "api:project-export": [Row(API_READERS)],
     "api:project-agreement": [Row(API_READERS)],
     "api:project-consistency": [Row(API_READERS)],
+    "api:project-dashboard": [Row(API_READERS)],
     "api:judge-quality": [Row(API_READERS)],
     "api:leaderboard": [Row(API_READERS)],
     "api:job-detail": [Row(API_READERS)],
@@ -123,6 +124,43 @@ EXPECTED: dict[str, list[Row]] = {
         Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
     ],
     # Admin pages of this project
+    "feedback:project-dashboard": [Row(PAGE_READERS)],
+    # Superusers create projects (an empty form: the page again, with errors).
+    "feedback:project-create": [
+        Row(by_role(302, 403, 403, 403, 403, 403, 200)),
+        Row(by_role(302, 403, 403, 403, 403, 403, 422), method="post"),
+    ],
+    "feedback:project-configure": [
+        Row(PAGE_ADMINS),
+        Row(PAGE_ADMINS | {"admin": 422, "superuser": 422}, method="post"),
+    ],
+    # Whoever sets up a project: superusers, and admins of some project.
+    "feedback:guidelines-preview": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(by_role(401, 403, 403, 403, 200, 403, 200), method="post", htmx=True),
+    ],
+    "feedback:project-member-add": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(
+            PAGE_ADMINS | {"anonymous": 401, "admin": 422, "superuser": 422},
+            method="post",
+            htmx=True,
+        ),
+    ],
+    "feedback:project-member-role": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(
+            PAGE_ADMINS | {"anonymous": 401, "admin": 422, "superuser": 422},
+            method="post",
+            htmx=True,
+        ),
+    ],
+    # Removing the viewer: admins are sent back to the page, or get the list (htmx).
+    "feedback:project-member-remove": [
+        Row(ONLY_POST | {"anonymous": 302}),
+        Row(by_role(302, 403, 404, 403, 302, 404, 302), method="post"),
+        Row(by_role(401, 403, 404, 403, 200, 404, 200), method="post", htmx=True),
+    ],
     "feedback:project-agreement": [Row(PAGE_READERS)],
     "feedback:project-leaderboard": [Row(PAGE_READERS)],
     "annotate:judge-quality": [Row(PAGE_READERS)],
@@ -280,6 +318,7 @@ def _make_world():
         "response_id": task.prompt.responses.first().pk,
         "submission_id": submission.pk,
         "job_id": job.pk,
+        "member_id": ProjectMember.objects.get(project=project, user=users["viewer"]).pk,
         "reward_model_id": reward_model.pk,
         "other_project_id": other_project.pk,
         "number": selection_round.number,

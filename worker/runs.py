@@ -152,7 +152,7 @@ def generation_run(job: Job, params: GenerateParams, *, load: Loader | None = No
                 [p.turns for p in chunk],
                 sampling,
                 on_progress=lambda finished, _total, base=base: progress.update(
-                    base + finished // params.n
+                    base + int(finished // params.n)
                 ),
                 keys=[p.pk for p in chunk],
             )
@@ -393,9 +393,14 @@ def judging_run(job: Job, params: JudgeParams, *, load: Loader | None = None) ->
     done = total - len(pending)
     for chunk in chunks(pending, settings.batch_size * CHUNK_BATCHES):
         calls = [(task, *call) for task, kinds in chunk for call in setup.calls(task, kinds)]
+        base, calls_per_task = done, len(calls) / len(chunk)
         outputs = generator.generate(
             [chat for _, _, _, chat, _ in calls],
             sampling,
+            # Answers finish over the chunk's minutes: the bar moves by tasks' worth of them.
+            on_progress=lambda finished, _total, base=base, per=calls_per_task: progress.update(
+                base + int(finished / per)
+            ),
             # Each question draws its own stream, wherever it falls in a chunk.
             keys=[seed_salt(f"{task.pk}/{kind}/{swapped}") for task, kind, swapped, *_ in calls],
             schemas=[schema for *_, schema in calls],

@@ -6,6 +6,7 @@ no `javascript:` links, no images that could call out) as a second line of defen
 """
 
 import json
+from datetime import timedelta
 from functools import lru_cache
 
 import nh3
@@ -49,3 +50,24 @@ def as_json(value: object) -> str:
     """JSON text for a data attribute (autoescaped there): htmx swaps in no script tags
     (`allowScriptTags` is off), so a card's data cannot travel in a json_script."""
     return json.dumps(value, ensure_ascii=False, cls=DjangoJSONEncoder)
+
+
+@register.filter
+def duration(value: timedelta | float | None) -> str:
+    """A timedelta (or seconds) as "41 s", "2 min 5 s" or "3 h 12 min"; "" for None.
+
+    Django's timesince counts whole minutes, and a 41-second job "took 0 minutes".
+    """
+    if value is None:
+        return ""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, seconds = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

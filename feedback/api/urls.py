@@ -44,6 +44,7 @@ urlpatterns = [
     path(
         f"{project}consistency/", views.ProjectConsistencyApi.as_view(), name="project-consistency"
     ),
+    path(f"{project}dashboard/", views.ProjectDashboardApi.as_view(), name="project-dashboard"),
     path(f"{project}judges/quality/", views.JudgeQualityApi.as_view(), name="judge-quality"),
     path(f"{project}leaderboard/", views.LeaderboardApi.as_view(), name="leaderboard"),
     path(f"{project}jobs/<int:job_id>/", views.JobDetailApi.as_view(), name="job-detail"),

@@ -38,6 +38,7 @@ from feedback.api.permissions import (
     IsStaff,
     project_and_role,
 )
+from feedback.dashboard import project_dashboard
 from feedback.exports import ExportOptions, export_rows
 from feedback.io import export_jsonl, export_parquet, leaderboard_csv
 from feedback.jobs import RewardTrainParams, job_start, params_parse
@@ -326,6 +327,17 @@ class ProjectConsistencyApi(ProjectScoped, APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, project_id: int) -> Response:
         return Response(selectors.project_consistency(project=self.project))
+
+
+class ProjectDashboardApi(ProjectScoped, APIView):
+    """The dashboard's figures: queue and annotator progress, answers per hour, time per
+    task (agreement and judge quality have their own endpoints)."""
+
+    permission_classes = [IsProjectReader]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(asdict(project_dashboard(project=self.project)))
 
 
 class JudgeQualityApi(ProjectScoped, APIView):

@@ -45,9 +45,15 @@ def test_the_page_answers_as_its_api_does(client, project, page, role, flags, st
     assert client.get(reverse(API[page], args=[project.pk])).status_code == status
 
 
-def test_viewers_find_the_report_pages_in_their_project_list(client, project):
+def test_viewers_find_the_report_pages_a_click_from_their_project_list(client, project):
     client.force_login(user_with(project, ProjectMember.Role.VIEWER))
     html = client.get(reverse("annotate:project-list")).content.decode()
+    dashboard = reverse("feedback:project-dashboard", args=[project.pk])
+    assert dashboard in html
+    assert reverse("annotate:project-jobs", args=[project.pk]) not in html
+    assert f'href="{reverse("annotate:task-next", args=[project.pk])}"' not in html
+    html = client.get(dashboard).content.decode()
     assert reverse("annotate:judge-quality", args=[project.pk]) in html
     assert reverse("feedback:project-agreement", args=[project.pk]) in html
+    assert reverse("feedback:project-leaderboard", args=[project.pk]) in html
     assert reverse("annotate:project-jobs", args=[project.pk]) not in html

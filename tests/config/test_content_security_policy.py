@@ -46,11 +46,24 @@ def admin_of(project):
         lambda p: reverse("annotate:task-next", args=[p.pk]),
         lambda p: reverse("annotate:project-jobs", args=[p.pk]),
         lambda p: reverse("feedback:project-agreement", args=[p.pk]),
+        lambda p: reverse("feedback:project-dashboard", args=[p.pk]),
+        lambda p: reverse("feedback:project-configure", args=[p.pk]),
         lambda p: reverse("api:project-detail", args=[p.pk]),
         lambda p: reverse("admin:index"),
         lambda p: "/no-such-page/",
     ],
-    ids=["login", "projects", "workspace", "jobs", "agreement", "api", "admin", "404"],
+    ids=[
+        "login",
+        "projects",
+        "workspace",
+        "jobs",
+        "agreement",
+        "dashboard",
+        "configure",
+        "api",
+        "admin",
+        "404",
+    ],
 )
 def test_every_response_carries_the_policy(client, project, admin_of, path):
     admin_of.is_staff = True

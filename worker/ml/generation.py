@@ -43,7 +43,7 @@ from worker.ml.device import Device
 
 Message = dict[str, str]
 Chat = Sequence[Message]
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[float, int], None]
 
 # Top-1 minus top-2 logit below this marks a step whose greedy choice could flip between
 # batch shapes: fp32 kernels differ by ~1e-6..1e-4 in the logits across shapes, bf16/fp16
@@ -194,8 +194,9 @@ def generate_completions(
     A chat is a list of {"role", "content"} messages; a plain prompt is one user message.
     keys: a stable id per chat (a prompt id) that seeds its samples; default its position.
     A chat whose tokens plus max_new_tokens exceed `context_length` gets n refused
-    completions. on_progress(done, total) is called as completions finish (total =
-    len(chats) * n; refused ones count as done). tie_tolerance: logit gap under which a
+    completions. on_progress(done, total) is called as decoding goes: done counts the
+    finished completions (refused ones too) and the decoded share of running ones, so it
+    may be fractional; total = len(chats) * n. tie_tolerance: logit gap under which a
     greedy step counts as a near tie (default by the model's dtype, TIE_TOLERANCE).
     """
     prompts = encode_chats(tokenizer, chats)
@@ -520,8 +521,16 @@ def generate_token_ids(
         for row in done:
             reason = "stop" if row.tokens[-1] in stop_ids else "length"
             results[(row.prompt, row.sample)] = (row.tokens, reason, row.near_tie)
-        if done and on_progress is not None:
-            on_progress(len(results) * (params.n if greedy else 1), total)
+
+    def report() -> None:
+        # Rows of a batch often all run to max_new_tokens and finish on one step: counted
+        # only when finished, a job's bar would sit at 0 until then. Running rows count by
+        # the share of their tokens decoded.
+        if on_progress is None:
+            return
+        partial = sum(len(row.tokens) for row in running.rows) if running is not None else 0
+        finished = len(results) + partial / params.max_new_tokens
+        on_progress(finished * (params.n if greedy else 1), total)
 
     while pending or running is not None:
         free = params.batch_size - (len(running.rows) if running else 0)
@@ -544,6 +553,8 @@ def generate_token_ids(
             running = None
         elif len(keep) < len(running.rows):
             running = _merge([(running, keep)], params.max_new_tokens)
+        report()
+    report()  # the last rows may have stopped at their prefill
 
     return [
         [results[(p, 0 if greedy else s)] for s in range(params.n)] for p in range(len(prompts))

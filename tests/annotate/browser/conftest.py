@@ -16,7 +16,6 @@ from tests.factories import MemberFactory, UserFactory
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +42,22 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1280, "height": 900}}
 
 
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: PREFHUB_SCREENSHOT_DIR (CI keeps and prints it), else pytest's
+    temporary directory of the run."""
+    given = os.environ.get("PREFHUB_SCREENSHOT_DIR")
+    folder = Path(given) if given else tmp_path_factory.getbasetemp() / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture
-def screenshot():
-    """Save a full-page screenshot under test-artifacts/screenshots/ for review."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def screenshot(screenshot_dir: Path):
+    """Save a full-page screenshot, as a test artifact for review."""
 
     def take(page, name: str) -> Path:
-        path = SCREENSHOTS / f"{name}.png"
+        path = screenshot_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 
