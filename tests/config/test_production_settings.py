@@ -102,6 +102,7 @@ def test_the_demo_command_sets_up_with_debug_on(tmp_path):
     result = manage(
         "demo",
         "--no-serve",
+        "--no-jobs",  # the model jobs: tests/test_demo_command.py, with a tiny model
         DJANGO_DEBUG="1",
         DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
     )
