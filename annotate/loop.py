@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotate.jobs import StartKeyField
 from feedback.loop import (
+    LOOP_FIELDS,
     default_reward_options,
     loop_config,
     loop_config_save,
@@ -23,18 +24,8 @@ from feedback.models import LoopConfig, Project, RewardModel, SelectionRound
 from feedback.services import FeedbackError
 from feedback.views import HtmxHttpRequest, admin_project, login_required_htmx
 
-LOOP_FIELDS = [
-    "is_on",
-    "pairs_by_selection",
-    "selector",
-    "batch_size",
-    "random_share",
-    "retrain_every",
-    "max_pairs_per_prompt",
-    "judge",
-    "judge_min_strength",
-    "control_share",
-]
+# The page edits the reward-model options as its own "retrain" fields.
+FORM_FIELDS = [name for name in LOOP_FIELDS if name != "reward_options"]
 
 
 class LoopForm(forms.Form):
@@ -60,7 +51,7 @@ class LoopForm(forms.Form):
         reward = stored or default_reward_options()
         training = reward.get("training", {})
         initial = {
-            **{name: getattr(config, name) for name in LOOP_FIELDS},
+            **{name: getattr(config, name) for name in FORM_FIELDS},
             "retrain": bool(stored),
             "reward_name": reward["name"],
             "backbone": reward["backbone"],
@@ -69,8 +60,8 @@ class LoopForm(forms.Form):
             "max_epochs": training.get("max_epochs", 3),
         }
         super().__init__(*args, initial=initial, **kwargs)
-        self.fields.update(forms.fields_for_model(LoopConfig, fields=LOOP_FIELDS))
-        self.order_fields([*LOOP_FIELDS, "retrain"])
+        self.fields.update(forms.fields_for_model(LoopConfig, fields=FORM_FIELDS))
+        self.order_fields([*FORM_FIELDS, "retrain"])
 
     def changes(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -87,7 +78,7 @@ class LoopForm(forms.Form):
             },
         }
         return {
-            **{name: data[name] for name in LOOP_FIELDS},
+            **{name: data[name] for name in FORM_FIELDS},
             "reward_options": reward if data["retrain"] else {},
         }
 

@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from feedback.exports import Aggregate, Form, PairSource, Shape, Sources, Ties
+from feedback.loop import LOOP_FIELDS
 from feedback.models import (
     Job,
     LoopConfig,
@@ -474,20 +475,7 @@ class LoopConfigSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LoopConfig
-        fields = [
-            "is_on",
-            "pairs_by_selection",
-            "selector",
-            "batch_size",
-            "random_share",
-            "retrain_every",
-            "max_pairs_per_prompt",
-            "reward_options",
-            "judge",
-            "judge_min_strength",
-            "control_share",
-            "updated_at",
-        ]
+        fields = [*LOOP_FIELDS, "updated_at"]
 
 
 class PairSelectionSerializer(serializers.ModelSerializer):
