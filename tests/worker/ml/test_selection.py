@@ -145,13 +145,62 @@ def test_disagreement_ranks_high_variance_pairs_first():
         ]
     )
     candidates = Candidates(pairs, prompts, scores=rewards)
-    picks = select_disagreement(candidates, 6, np.random.default_rng(0), per_prompt=None)
+    picks = select_disagreement(
+        candidates, 6, np.random.default_rng(0), measure="variance", power=None, per_prompt=None
+    )
     assert tuple(pairs[picks[0].index]) == (2, 3)
     assert tuple(pairs[picks[-1].index]) == (0, 1)
     assert picks[-1].score == pytest.approx(0.0)
     assert [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
+    assert {p.selector for p in picks} == {"disagreement-variance"}
     # The margin, reading head 0 alone, would ask about the tie first.
     assert tuple(pairs[select_margin(candidates, 1, np.random.default_rng(0))[0].index]) == (0, 1)
+
+
+def test_order_disagreement_skips_what_the_heads_agree_on_even_far_apart_responses():
+    pairs, prompts = all_pairs([5])
+    rewards = np.array(
+        [
+            # 0 vs 1: the heads agree it is a tie. 0 vs 2: all say 2 is far better, by
+            # varying amounts (high variance of the gap, no doubt about the order).
+            # 3 vs 4: the heads split on the order.
+            [0.0, 0.0, 4.0, 0.5, 0.0],
+            [0.0, 0.0, 9.0, 0.0, 0.5],
+            [0.0, 0.0, 6.0, 0.6, 0.0],
+            [0.0, 0.0, 12.0, 0.0, 0.6],
+        ]
+    )
+    candidates = Candidates(pairs, prompts, scores=rewards)
+    picks = select_disagreement(
+        candidates, 10, np.random.default_rng(0), power=None, per_prompt=None
+    )
+    order = [tuple(pairs[p.index]) for p in picks]
+    assert order.index((3, 4)) < order.index((0, 2))
+    assert order.index((3, 4)) < order.index((0, 1))
+    by_pair = {tuple(pairs[p.index]): p.score for p in picks}
+    assert by_pair[(0, 1)] == 0.0
+    assert by_pair[(0, 2)] < 0.01
+    # E[max(0, -g)] for g ~ N(0, sd²) is sd / sqrt(2 pi); here sd² = (0.5² + 0.6²) / 2.
+    assert by_pair[(3, 4)] == pytest.approx(np.sqrt(0.305 / (2 * np.pi)))
+    assert picks[0].reason == "reward gap +0.00 ± 0.55 over 4 heads"
+
+
+def test_disagreement_draws_its_batch_in_proportion_to_the_score_squared():
+    pairs, prompts = all_pairs([3])  # (0,1) (0,2) (1,2)
+    # The two heads mirror each other: every gap has mean 0, and order losses 2 : 1 : 1.
+    rewards = np.array([[0.0, -2.0, -1.0], [0.0, 2.0, 1.0]])
+    candidates = Candidates(pairs, prompts, scores=rewards)
+    first = Counter(
+        tuple(pairs[select_disagreement(candidates, 1, np.random.default_rng(seed))[0].index])
+        for seed in range(600)
+    )
+    # Power 2: drawn 4 : 1 : 1.
+    assert first[(0, 1)] / 600 == pytest.approx(4 / 6, abs=0.06)
+    assert first[(0, 2)] / 600 == pytest.approx(1 / 6, abs=0.05)
+    assert first[(1, 2)] / 600 == pytest.approx(1 / 6, abs=0.05)
+    for seed in range(20):
+        top = select_disagreement(candidates, 1, np.random.default_rng(seed), power=None)
+        assert tuple(pairs[top[0].index]) == (0, 1)
 
 
 # --- Thompson sampling
