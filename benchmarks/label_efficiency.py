@@ -22,14 +22,16 @@ and deflection subtract; an answer to another question is worst). Each effect ha
 wordings, so the model has to read the text and generalise, not match strings. As with
 sampled LLM candidates, some responses are plainly bad and the rest differ in details.
 
-    python benchmarks/label_efficiency.py                        # the full run
+    python benchmarks/label_efficiency.py                        # full run, ~8 min on 2 cores
     python benchmarks/label_efficiency.py --seeds 2 --rounds 4   # a quick look
     python benchmarks/label_efficiency.py --data set.jsonl       # a set made elsewhere
 
 `--data` takes JSONL rows `{"prompt": "...", "responses": [{"text": "...", "reward": 1.5},
 ...]}`. It prints held-out accuracy against labels per selector (mean over seeds), and per
 selector the labels it needs to reach random selection's final accuracy, as a ratio to the
-labels random used; the plot goes to `--out`.
+labels random used; the plot goes to `--out`. `mix-<selector>` runs a selector with a
+quarter of each batch drawn at random. The mean over 16 seeds is needed: one seed's final
+accuracy varies by about 0.015, and "reaches random's final accuracy" moves with it.
 """
 
 from __future__ import annotations
@@ -411,9 +413,7 @@ def plot(labels: np.ndarray, curves: dict[str, np.ndarray], target: float, out: 
             label=name,
         )
     ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
-    ax.annotate(
-        "random's final accuracy", (labels[-1], target), ha="right", va="bottom", fontsize=8
-    )
+    ax.annotate("random's final accuracy", (labels[0], target), ha="left", va="bottom", fontsize=8)
     ax.set_xlabel("labels")
     ax.set_ylabel("held-out pairwise accuracy")
     ax.set_title("Label efficiency of pair selectors (mean over seeds)")
