@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_delete
 
 
 class FeedbackConfig(AppConfig):
@@ -8,8 +9,11 @@ class FeedbackConfig(AppConfig):
 
     def ready(self) -> None:
         from feedback import lookups  # noqa: F401  (registers the `any` lookup)
+        from feedback.models import RewardModel
+        from feedback.rewards import remove_artifacts_after_delete
 
         connection_created.connect(plan_cursors_for_every_row)
+        post_delete.connect(remove_artifacts_after_delete, sender=RewardModel)
 
 
 def plan_cursors_for_every_row(sender, connection, **kwargs) -> None:

@@ -113,9 +113,16 @@ def _artifact_dir(reward_model: RewardModel) -> Path | None:
 
 @transaction.atomic
 def reward_model_delete(*, reward_model: RewardModel) -> None:
-    """Delete the row and its scores; its files go once the deletion is committed."""
-    path = _artifact_dir(reward_model)
+    """Delete the row and its scores; its files go once the deletion is committed
+    (`remove_artifacts_after_delete`)."""
     reward_model.delete()
+
+
+def remove_artifacts_after_delete(sender, instance: RewardModel, **kwargs) -> None:
+    """A `post_delete` receiver rather than a step of `reward_model_delete`: a project
+    deleted in the admin deletes its models by cascade, and their files must go too. The
+    files go once the deletion is committed, so a rolled-back deletion keeps them."""
+    path = _artifact_dir(instance)
     if path is not None:
         transaction.on_commit(lambda: shutil.rmtree(path, ignore_errors=True))
 

@@ -58,6 +58,19 @@ def test_deleting_a_model_removes_its_scores_and_then_its_files(
     assert list(ResponseScore.objects.values_list("reward_model", flat=True)) == [kept.pk]
 
 
+def test_deleting_a_project_removes_its_models_files(
+    project, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.ARTIFACT_ROOT = tmp_path
+    model = RewardModelFactory(project=project)
+    (model.artifact_dir / "nested").mkdir(parents=True)
+    kept = RewardModelFactory()
+    kept.artifact_dir.mkdir(parents=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        project.delete()  # what the admin does: the models go by cascade
+    assert not model.artifact_dir.exists() and kept.artifact_dir.exists()
+
+
 def test_a_model_whose_path_leaves_the_artifact_root_deletes_no_files(
     project, settings, tmp_path, django_capture_on_commit_callbacks
 ):
