@@ -91,7 +91,7 @@ def reward_model_create(
 @transaction.atomic
 def reward_model_activate(*, reward_model: RewardModel) -> RewardModel:
     """Make the model the project's active one (the one before stops being), and score the
-    responses it has not scored yet."""
+    responses it has not scored yet, if any."""
     # The project row serialises activations: two at once would both pass the unique index
     # check after each cleared the other's flag.
     Project.objects.select_for_update().filter(pk=reward_model.project_id).first()
@@ -100,7 +100,12 @@ def reward_model_activate(*, reward_model: RewardModel) -> RewardModel:
     ).update(is_active=False)
     RewardModel.objects.filter(pk=reward_model.pk).update(is_active=True)
     reward_model.is_active = True
-    score_new_responses(project=reward_model.project)
+    # A model the loop trained has scored every response already: no empty job each round.
+    unscored = Response.objects.filter(prompt__project=reward_model.project_id).exclude(
+        scores__reward_model=reward_model
+    )
+    if unscored.exists():
+        score_new_responses(project=reward_model.project)
     return reward_model
 
 

@@ -36,6 +36,19 @@ def test_activating_a_model_deactivates_the_one_before(project):
     assert set(RewardModel.objects.filter(is_active=True)) == {second, other}
 
 
+def test_activating_a_model_scores_only_what_it_has_not_scored(project):
+    model = RewardModelFactory(project=project)
+    scored, unscored = ResponseFactory.create_batch(2, prompt=PromptFactory(project=project))
+    scores_save(reward_model_id=model.pk, scores=[(scored.pk, 0.5), (unscored.pk, 0.1)])
+    reward_model_activate(reward_model=model)
+    assert not Job.objects.exists()  # a model the loop trained has scored everything
+
+    ResponseScore.objects.filter(response=unscored).delete()
+    reward_model_activate(reward_model=model)
+    job = Job.objects.get()
+    assert (job.kind, job.params["reward_model_id"]) == (Job.Kind.SCORE, model.pk)
+
+
 def test_deleting_a_model_removes_its_scores_and_then_its_files(
     project, settings, tmp_path, django_capture_on_commit_callbacks
 ):
