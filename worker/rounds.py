@@ -68,6 +68,23 @@ def selection_round_run(job: Job, params: SelectParams, *, load: Loader | None =
     `load` loads the judge's model (tests pass a scripted one).
     """
     selection_round = round_of_job(job)
+    try:
+        _run(job, params, selection_round, load)
+    except DatabaseError:
+        raise  # nothing can be stored; the retry resumes the round
+    except Exception as exc:
+        # Cancelled or failed: the picks held for the judge go to people now, not when
+        # the next round starts.
+        round_release(
+            selection_round=selection_round,
+            note=f"The round stopped ({type(exc).__name__}); its held pairs went to people.",
+        )
+        raise
+
+
+def _run(
+    job: Job, params: SelectParams, selection_round: SelectionRound, load: Loader | None
+) -> None:
     people, judges = pairwise_label_counts(selection_round.project)
     round_update(selection_round, people_labels=people, judge_labels=judges)
     timings: dict[str, float] = {}
@@ -109,7 +126,7 @@ def _round_model(
         trained = RewardModel.objects.filter(job=job).first()
     model = trained or active
     if model is not None:
-        # Before activating: the scoring job activation starts then finds nothing to do.
+        # Before activating, so that activation finds nothing to score and queues no job.
         scoring_run(job, ScoreParams(reward_model_id=model.pk))
     if trained is not None and not trained.is_active:
         reward_model_activate(reward_model=trained)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from feedback import queue
-from feedback.jobs import job_claim, job_params, job_succeed
+from feedback.jobs import JobCancelled, job_cancel, job_claim, job_params, job_succeed
 from feedback.loop import control_agreement, round_start
 from feedback.models import (
     LoopConfig,
@@ -154,3 +154,21 @@ def test_a_judge_that_fails_sends_its_pairs_to_people(setup, scripted):
     assert set(PairSelection.objects.values_list("route", flat=True)) == {Route.PEOPLE}
     assert (selection_round.to_people, selection_round.judge_settled) == (6, 0)
     assert "The judge failed (ConnectionError: judge server down)" in selection_round.note
+
+
+def test_a_round_cancelled_while_its_judge_works_sends_the_held_pairs_to_people(
+    setup, scripted
+):
+    project, _ = setup
+    selection_round = round_start(project=project, trigger=SelectionRound.Trigger.MANUAL)
+    job = job_claim(job_id=selection_round.job_id)
+
+    def cancelled(prompt: str) -> str:
+        job_cancel(job=job)  # an admin's click while the judge answers
+        return judge_script(prompt)
+
+    with pytest.raises(JobCancelled):
+        selection_round_run(job, job_params(job), load=scripted(cancelled))
+    selection_round.refresh_from_db()
+    assert set(PairSelection.objects.values_list("route", flat=True)) == {Route.PEOPLE}
+    assert "The round stopped (JobCancelled)" in selection_round.note
