@@ -156,9 +156,7 @@ def test_a_judge_that_fails_sends_its_pairs_to_people(setup, scripted):
     assert "The judge failed (ConnectionError: judge server down)" in selection_round.note
 
 
-def test_a_round_cancelled_while_its_judge_works_sends_the_held_pairs_to_people(
-    setup, scripted
-):
+def test_a_round_cancelled_while_its_judge_works_sends_the_held_pairs_to_people(setup, scripted):
     project, _ = setup
     selection_round = round_start(project=project, trigger=SelectionRound.Trigger.MANUAL)
     job = job_claim(job_id=selection_round.job_id)
