@@ -140,6 +140,8 @@ def _lf(text: str) -> str:
 def rating_rows(
     screen: TaskScreen, given: dict[tuple[int, int], int] | None = None
 ) -> list[RatingRow]:
+    if not screen.aspects:  # spares reading the responses where no rating is asked
+        return []
     given = given or {}
     return [
         RatingRow(aspect, response, given.get((response.pk, aspect.pk)))

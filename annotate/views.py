@@ -14,8 +14,9 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
@@ -24,9 +25,8 @@ from feedback import queue
 from feedback.dashboard import projects_overview
 from feedback.models import Assignment, Project, Task
 from feedback.selectors import (
-    annotator_progress,
+    annotator_place,
     held_task,
-    previous_task_id,
     project_for_annotator,
     project_progress,
     task_screen,
@@ -85,9 +85,8 @@ def _render_task(
         "screen": screen,
         "form": TaskForm.initial(screen) if screen is not None else None,
         "errors": errors,
-        "progress": annotator_progress(project=project, annotator=request.user),
         # A fresh lease has no answer to go back from: the last answer is the previous one.
-        "previous_task_id": previous_task_id(
+        "place": annotator_place(
             project=project, annotator=request.user, before=None if fresh else task
         ),
         "is_revisit": screen is not None and screen.current is not None,
@@ -123,12 +122,13 @@ def _held_task(
     """A task of the project the annotator holds or has answered; 404 for any other.
 
     `lapsed`: a lease that ran out counts too (an answer to it may still be taken).
+    One query; the prompt is read when the card is shown.
     """
-    task = get_object_or_404(Task.objects.select_related("prompt"), pk=task_id, project=project)
-    had = Assignment.objects.filter(task=task, annotator=request.user)
+    had = Assignment.objects.filter(task=OuterRef("pk"), annotator=request.user)
     if not lapsed:
         had = had.exclude(status=Assignment.Status.EXPIRED)
-    if not had.exists():
+    task = Task.objects.filter(Exists(had), pk=task_id, project=project).first()
+    if task is None:
         raise Http404("No such task.")
     task.project = project
     return task
@@ -154,7 +154,9 @@ def task_submit(request: HttpRequest, project: Project, task_id: int) -> HttpRes
     else refuses it and the card shows why, with the form as the annotator left it."""
     task = _held_task(request, project, task_id, lapsed=True)
     try:
-        feedback = feedback_from_post(request.POST, task_screen(task=task, annotator=request.user))
+        # The form is read against the task, not against an earlier answer.
+        screen = task_screen(task=task, annotator=request.user, answered=False)
+        feedback = feedback_from_post(request.POST, screen)
         queue.task_submit(
             task=task,
             annotator=request.user,

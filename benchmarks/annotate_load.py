@@ -44,11 +44,15 @@ from annotators import (
     OVERLAP,
     PG,
     answer_for,
+    cpu_seconds,
+    cpu_used,
     create_database,
     drop_database,
     log,
     log_in,
+    rss_mb,
     seed,
+    server_processes,
     setup_django,
     start_gunicorn,
 )
@@ -202,6 +206,16 @@ def main() -> None:
             thread.start()
         # Everyone logs in first; the clock starts when all are ready.
         start.wait()
+        # CPU the server spends in the measured window: gunicorn and its PostgreSQL backends.
+        time.sleep(args.warmup)
+        processes = server_processes(server, db_url)
+        cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        time.sleep(args.duration)
+        processes = server_processes(server, db_url)
+        cpu = {
+            name: cpu_used(cpu_before[name], cpu_seconds(pids)) for name, pids in processes.items()
+        }
+        worker_rss = [rss_mb(pid) for pid in processes["gunicorn"][1:]]
         for thread in threads:
             thread.join()
         elapsed = args.duration
@@ -226,6 +240,12 @@ def main() -> None:
             f"{name:9s} n={len(values):6,}  p50={percentile(values, 50):6.1f} ms  "
             f"p95={percentile(values, 95):6.1f} ms  p99={percentile(values, 99):6.1f} ms"
         )
+    per = {name: 1000 * seconds / max(measured, 1) for name, seconds in cpu.items()}
+    log(
+        f"server CPU per judgment: {sum(per.values()):.1f} ms"
+        f" ({', '.join(f'{name} {ms:.1f}' for name, ms in per.items())});"
+        f" gunicorn workers' memory {min(worker_rss):.0f}-{max(worker_rss):.0f} MiB"
+    )
     if errors:
         log(f"errors ({len(errors)}): {errors[:10]}")
     for name, value in check(db_url, project_id, usernames, accepted, before).items():

@@ -166,7 +166,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # the address is the proxy's, so the lock is in effect per username.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend with the per-request user look-up cached (feedback/auth.py).
+    "feedback.auth.CachedModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("PREFHUB_LOGIN_FAILURE_LIMIT", "10"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PREFHUB_LOGIN_COOLOFF_MINUTES", "15")))

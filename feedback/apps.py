@@ -1,6 +1,8 @@
 from django.apps import AppConfig
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_save
 
 
 class FeedbackConfig(AppConfig):
@@ -9,11 +11,44 @@ class FeedbackConfig(AppConfig):
 
     def ready(self) -> None:
         from feedback import lookups  # noqa: F401  (registers the `any` lookup)
-        from feedback.models import RewardModel
+        from feedback.auth import user_changed
+        from feedback.models import LoopConfig, Project, ProjectMember, RewardModel
         from feedback.rewards import remove_artifacts_after_delete
 
         connection_created.connect(plan_cursors_for_every_row)
         post_delete.connect(remove_artifacts_after_delete, sender=RewardModel)
+        for signal in (post_save, post_delete):
+            signal.connect(user_changed, sender=get_user_model())
+            signal.connect(project_changed, sender=Project)
+            signal.connect(member_changed, sender=ProjectMember)
+            signal.connect(loop_config_changed, sender=LoopConfig)
+
+
+# Receivers that drop cached rows the annotator's requests read (feedback.auth, selectors,
+# loop) when the rows change.
+
+
+def project_changed(sender, instance, **kwargs) -> None:
+    from feedback.selectors import annotator_project_key
+
+    # Members, and superusers, who may annotate any project.
+    users = [
+        *instance.members.values_list("user_id", flat=True),
+        *get_user_model().objects.filter(is_superuser=True).values_list("pk", flat=True),
+    ]
+    cache.delete_many([annotator_project_key(user_id, instance.pk) for user_id in users])
+
+
+def member_changed(sender, instance, **kwargs) -> None:
+    from feedback.selectors import annotator_project_key
+
+    cache.delete(annotator_project_key(instance.user_id, instance.project_id))
+
+
+def loop_config_changed(sender, instance, **kwargs) -> None:
+    from feedback.loop import loop_off_key
+
+    cache.delete(loop_off_key(instance.project_id))
 
 
 def plan_cursors_for_every_row(sender, connection, **kwargs) -> None:

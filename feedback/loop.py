@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, Count, FloatField, Max, Q, QuerySet, Value, When
@@ -49,6 +50,14 @@ from feedback.services import FeedbackError, pair_tasks_ensure
 Trigger = SelectionRound.Trigger
 Route = PairSelection.Route
 UNDER_WAY = (Job.Status.QUEUED, Job.Status.RUNNING)
+# Every pairwise answer asks whether the project's loop is on; "off" is remembered this
+# long (the common case, and a query an answer spared). A saved configuration drops it
+# (feedback.apps), and turning the loop on starts a round by itself.
+LOOP_OFF_CACHE_SECONDS = 30
+
+
+def loop_off_key(project_id: int) -> str:
+    return f"prefhub:project:{project_id}:loop-off"
 
 
 # --- Configuration -----------------------------------------------------------------------
@@ -275,12 +284,15 @@ def loop_labels_committed(*, project_id: int) -> SelectionRound | None:
     Cheap on every answer: one look-up of the configuration, then of the last round, then
     a count bounded by the number needed. Concurrent callers make one round (round_start).
     """
+    if cache.get(loop_off_key(project_id)):
+        return None
     config = (
         LoopConfig.objects.filter(project_id=project_id, is_on=True)
         .select_related("project")
         .first()
     )
     if config is None:
+        cache.set(loop_off_key(project_id), True, LOOP_OFF_CACHE_SECONDS)
         return None
     last = (
         SelectionRound.objects.filter(project_id=project_id)

@@ -5,6 +5,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from statistics import fmean
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    Subquery,
     TextField,
     Value,
     When,
@@ -69,23 +71,42 @@ def projects_administered(user: AbstractBaseUser) -> QuerySet[Project]:
     return Project.objects.filter(members__user=user, members__role=ProjectMember.Role.ADMIN)
 
 
+# The workspace asks on each request whether the user may annotate the project. Saving or
+# deleting the project or the membership drops the answer (feedback.apps); where each
+# process keeps its own cache, another process may go on using it this long. Submitting
+# checks the membership again in the database (Submission.clean).
+ANNOTATOR_PROJECT_CACHE_SECONDS = 30
+
+
+def annotator_project_key(user_id: int, project_id: int) -> str:
+    return f"prefhub:project:{project_id}:annotator:{user_id}"
+
+
 def project_for_annotator(user: AbstractBaseUser, project_id: int) -> Project | None:
     """The project if the user may annotate it (annotator or admin, or superuser), else None.
 
-    One query: this runs on every request of the annotator's workspace.
+    From the cache, else one query: this runs on every request of the annotator's workspace.
     """
+    key = annotator_project_key(user.pk, project_id)
+    project = cache.get(key)
+    if project is not None:
+        return project
     if user.is_superuser:
-        return Project.objects.filter(pk=project_id).first()
-    member = (
-        ProjectMember.objects.select_related("project")
-        .filter(
-            project_id=project_id,
-            user=user,
-            role__in=[ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN],
+        project = Project.objects.filter(pk=project_id).first()
+    else:
+        member = (
+            ProjectMember.objects.select_related("project")
+            .filter(
+                project_id=project_id,
+                user=user,
+                role__in=[ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN],
+            )
+            .first()
         )
-        .first()
-    )
-    return member.project if member is not None else None
+        project = member.project if member is not None else None
+    if project is not None:
+        cache.set(key, project, ANNOTATOR_PROJECT_CACHE_SECONDS)
+    return project
 
 
 # Roles that read a project's reports: exports, agreement, consistency, judge quality.
@@ -918,14 +939,6 @@ def project_task_count(project: Project) -> int:
     return count
 
 
-def annotator_progress(*, project: Project, annotator: AbstractBaseUser) -> Progress:
-    """Tasks the annotator submitted in the project, out of all the project's tasks."""
-    done = Assignment.objects.filter(
-        project=project, annotator=annotator, status=Assignment.Status.SUBMITTED
-    ).count()
-    return Progress(done=done, total=project_task_count(project))
-
-
 def project_progress(*, project: Project) -> Progress:
     """Judgments made out of judgments needed (tasks x annotators per task)."""
     key = f"prefhub:project:{project.pk}:done"
@@ -957,21 +970,42 @@ def held_task(*, project: Project, annotator: AbstractBaseUser) -> Task | None:
     return assignment.task
 
 
-def previous_task_id(
+@dataclass(frozen=True)
+class AnnotatorPlace:
+    progress: Progress  # tasks the annotator submitted in the project, out of all its tasks
+    previous_task_id: int | None  # for "back"
+
+
+def annotator_place(
     *, project: Project, annotator: AbstractBaseUser, before: Task | None = None
-) -> int | None:
-    """The task the annotator submitted just before `before` (or last of all), for "back"."""
+) -> AnnotatorPlace:
+    """The annotator's progress, and the task they submitted just before `before` (or last
+    of all); one query for both when `before` is None, as on each fresh card."""
     submitted = Assignment.objects.filter(
         project=project, annotator=annotator, status=Assignment.Status.SUBMITTED
     )
+    done = submitted.order_by().values("annotator").annotate(n=Count("pk")).values("n")
+    earlier = submitted
     if before is not None:
         anchor = submitted.filter(task=before).values_list("finished_at", "id").first()
         if anchor is not None:
             finished_at, anchor_id = anchor
-            submitted = submitted.filter(
+            earlier = submitted.filter(
                 Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, id__lt=anchor_id)
             )
-    return submitted.order_by("-finished_at", "-id").values_list("task_id", flat=True).first()
+    row = (
+        earlier.order_by("-finished_at", "-id")
+        .annotate(done=Subquery(done))
+        .values_list("task_id", "done")
+        .first()
+    )
+    previous, count = row if row is not None else (None, None)
+    if count is None:  # nothing earlier: none submitted, or `before` was the first
+        count = submitted.count() if before is not None else 0
+    return AnnotatorPlace(
+        progress=Progress(done=count, total=project_task_count(project)),
+        previous_task_id=previous,
+    )
 
 
 FEEDBACK_RECORDS = ("pairwise", "ratings", "ranking__entries", "spans", "texts")
@@ -982,12 +1016,16 @@ class TaskScreen:
     """Everything the annotator's page shows for one task."""
 
     task: Task
-    responses: list[Response]
     aspects: list[RatingAspect]
     labels: list[SpanLabel]
     current: Submission | None  # the annotator's answer when they revisit the task
     earlier_answers: int  # superseded answers kept as history
     suggestions: list[Submission]  # judges' answers, when the project shows them
+
+    @cached_property
+    def responses(self) -> list[Response]:
+        """Read when first used: a pairwise answer is checked without them."""
+        return self.task.ordered_responses()
 
     @property
     def kinds(self) -> set[FeedbackKind]:
@@ -1039,7 +1077,6 @@ def task_screen(*, task: Task, annotator: AbstractBaseUser, answered: bool = Tru
         )
     return TaskScreen(
         task=task,
-        responses=task.ordered_responses(),
         aspects=list(project.aspects.all()) if FeedbackKind.RATING in kinds else [],
         labels=list(project.span_labels.all()) if FeedbackKind.SPAN in kinds else [],
         current=current,

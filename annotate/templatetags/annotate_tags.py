@@ -3,14 +3,19 @@
 Model output is untrusted. markdown-it runs with raw HTML off, so `<script>` in a response
 is shown as text; nh3 then removes anything outside a small allow-list (no event handlers,
 no `javascript:` links, no images that could call out) as a second line of defence.
+
+A text is rendered once: the sanitised HTML is kept in the cache under the text's hash
+(shared by the web processes where the cache is Redis), and in each process's memory.
 """
 
+import hashlib
 import json
 from datetime import timedelta
 from functools import lru_cache
 
 import nh3
 from django import template
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
@@ -25,16 +30,36 @@ ALLOWED_TAGS = {
     "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "ol": {"start"}}
+URL_SCHEMES = {"http", "https", "mailto"}
+
+# Part of the cache key, so that no HTML rendered under other rules is served: bump the
+# number when the renderer changes; the allow-lists count in by themselves.
+_RULES = (
+    sorted(ALLOWED_TAGS),
+    sorted((tag, sorted(names)) for tag, names in ALLOWED_ATTRIBUTES.items()),
+    sorted(URL_SCHEMES),
+)
+RENDERING = "md1-" + hashlib.sha256(repr(_RULES).encode()).hexdigest()[:12]
+RENDERED_CACHE_SECONDS = 7 * 24 * 3600
 
 
 @lru_cache(maxsize=4096)
 def render_markdown(text: str) -> str:
+    key = f"prefhub:{RENDERING}:{hashlib.sha256(text.encode()).hexdigest()}"
+    html = cache.get(key)
+    if html is None:
+        html = _render(text)
+        cache.set(key, html, RENDERED_CACHE_SECONDS)
+    return html
+
+
+def _render(text: str) -> str:
     html = _markdown.render(text)
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
+        url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
     )
 

@@ -5,13 +5,15 @@ and never null, so later groups cast to it. A project with no rows gives a file 
 columns.
 """
 
+from __future__ import annotations
+
 import io
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # imported where used: pyarrow is large, and web workers rarely export
+    import pyarrow as pa
 
 MEDIA_TYPE = "application/vnd.apache.parquet"
 ROW_GROUP_ROWS = 10_000
@@ -48,6 +50,9 @@ class _Sink(io.RawIOBase):
 def write_rows(
     rows: Iterable[dict[str, Any]], row_group_rows: int = ROW_GROUP_ROWS
 ) -> Iterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sink = _Sink()
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
@@ -73,6 +78,8 @@ def write_rows(
 
 def _record_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
     """Rows to Arrow, column by column; `schema` (from the first rows) fixes the types."""
+    import pyarrow as pa
+
     # Rows of one export share their keys' order: transpose in C, convert per column
     # (several times faster than from_pylist, or from_pydict over lists).
     columns = zip(*map(dict.values, rows), strict=True)

@@ -2,13 +2,14 @@
 
 from typing import BinaryIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from feedback.services import ImportRejected, RowError
 
 
 def read_rows(file: BinaryIO, name: str) -> list[tuple[int, dict]]:
+    # Imported here: pyarrow is large, and web workers rarely read Parquet.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(file)
     except (pa.ArrowException, OSError) as exc:

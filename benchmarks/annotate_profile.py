@@ -1,0 +1,112 @@
+"""CPU cost of one judgment (next-task card + pairwise submit), in process, on a kept database.
+
+Run after `python benchmarks/annotate_load.py --keep` (same `--database`):
+
+    python benchmarks/annotate_profile.py --judgments 300 [--profile 25]
+
+The requests go through Django's whole handler (middleware, CSRF, session, templates) with
+the production settings the load test's gunicorn uses, from one thread: no HTTP, no queueing.
+Prints CPU milliseconds per request of this process and of its PostgreSQL backend (read from
+/proc, so the server must run on this machine), queries per request, and with --profile the
+top functions by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(__file__))
+from annotators import HTMX, PG, answer_for, cpu_seconds, setup_django
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database", default="prefhub_bench_annotate")
+    parser.add_argument("--judgments", type=int, default=300)
+    parser.add_argument("--annotators", type=int, default=8, help="bench0..N-1 take turns")
+    parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
+    args = parser.parse_args()
+    for name, value in (
+        ("DJANGO_DEBUG", "0"),
+        ("DJANGO_SECURE_SSL_REDIRECT", "0"),
+        ("DJANGO_SECURE_COOKIES", "0"),
+        ("DATABASE_CONN_MAX_AGE", "600"),
+    ):
+        os.environ[name] = value
+    setup_django(f"{PG}/{args.database}")
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from feedback.models import Project
+
+    project_id = Project.objects.get(name="Load test").pk
+    clients = []
+    for i in range(args.annotators):
+        client = Client(enforce_csrf_checks=True, HTTP_HOST="127.0.0.1")
+        client.get("/accounts/login/")
+        token = client.cookies["csrftoken"].value
+        client.post(
+            "/accounts/login/",
+            {"username": f"bench{i}", "password": "bench-pass", "csrfmiddlewaretoken": token},
+        )
+        clients.append((client, {**HTMX, "X-CSRFToken": client.cookies["csrftoken"].value}))
+    rng = random.Random(1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def judge(client: Client, headers: dict[str, str], cost: dict[str, list[float]]) -> None:
+        """One judgment; adds each request's CPU ms (here, in PostgreSQL) and queries."""
+        task_id, data = 0, {}
+        for step in ("next", "submit"):
+            cpu, db = time.process_time(), cpu_seconds([backend])[backend]
+            with CaptureQueriesContext(connection) as queries:
+                if step == "next":
+                    card = client.post(f"/projects/{project_id}/", headers=headers)
+                    task_id, data = answer_for(card.content.decode(), rng)
+                else:
+                    url = f"/projects/{project_id}/tasks/{task_id}/submit/"
+                    reply = client.post(url, data=data, headers=headers)
+                    assert reply.status_code == 204, reply.status_code
+            cost[f"{step} app"].append((time.process_time() - cpu) * 1000)
+            cost[f"{step} db"].append((cpu_seconds([backend])[backend] - db) * 1000)
+            cost[f"{step} queries"].append(len(queries))
+
+    for client, headers in clients:  # warm: templates compiled, caches filled
+        judge(client, headers, defaultdict(list))
+    cost: dict[str, list[float]] = defaultdict(list)
+    profiler = cProfile.Profile(time.process_time)  # CPU, not waits
+    for n in range(args.judgments):
+        client, headers = clients[n % len(clients)]
+        if args.profile:
+            profiler.enable()
+        judge(client, headers, cost)
+        profiler.disable()
+    for name, values in cost.items():
+        unit = "" if name.endswith("queries") else " CPU ms"
+        print(
+            f"{name + unit:18s} mean {statistics.fmean(values):6.2f}  "
+            f"p50 {statistics.median(values):6.2f}"
+        )
+    total = sum(statistics.fmean(v) for k, v in cost.items() if not k.endswith("queries"))
+    print(f"per judgment (Django + PostgreSQL): {total:.2f} ms CPU; load {os.getloadavg()}")
+    if args.profile:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("cumulative").print_stats(args.profile)
+        stats.sort_stats("tottime").print_stats(args.profile)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
