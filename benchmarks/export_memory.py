@@ -231,7 +231,7 @@ def run_export(project_id: int, fmt: str, http: bool) -> dict:
     started = time.perf_counter()
     if client is not None:
         url = reverse("api:project-export", args=[project.pk])
-        response = client.get(url, {"shape": "pairs", "margin": "true", "format": fmt})
+        response = client.get(url, {"shape": "pairs", "margin": "true", "format": fmt}, secure=True)
         assert response.status_code == 200, response.status_code
         blocks = response.streaming_content
     else:

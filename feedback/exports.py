@@ -681,21 +681,20 @@ def _pairwise_pair_rows(project: Project, options: ExportOptions, chat: bool) ->
     first candidate as chosen, a margin of 0; the agreement of one vote is 1."""
     keep_ties = options.ties == Ties.KEEP_AS_COLUMN
     for batch in _pairwise_batches(project, options):
-        # Per task: both answers in the file's form, each candidate's id, model and length.
-        tasks: dict[int, tuple] = {}
-        for r in batch:
-            if r.task_id not in tasks:
-                prompt = r.prompt
-                tasks[r.task_id] = (
-                    _completion(prompt, r.a.text, chat),
-                    _completion(prompt, r.b.text, chat),
-                    _prompt_chars(prompt),
-                )
+        # Per task, built at its first row: both answers in the file's form, prompt length.
+        tasks: dict[int, tuple[Any, Any, int]] = {}
         for r in batch:
             tie = r.winner is None
             if tie and not keep_ties:
                 continue
-            completion_a, completion_b, prompt_chars = tasks[r.task_id]
+            task = tasks.get(r.task_id)
+            if task is None:
+                task = tasks[r.task_id] = (
+                    _completion(r.prompt, r.a.text, chat),
+                    _completion(r.prompt, r.b.text, chat),
+                    _prompt_chars(r.prompt),
+                )
+            completion_a, completion_b, prompt_chars = task
             if completion_a is None or completion_b is None:
                 continue
             if r.winner == 1:
