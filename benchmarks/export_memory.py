@@ -2,11 +2,14 @@
 
 Seeds N pairwise feedback records per size into its own PostgreSQL database (COPY, once;
 later runs reuse them), then exports TRL preference pairs as JSONL and as Parquet through
-the code the export endpoint streams, each export in a fresh process so that its peak
-resident memory is its own. Prints rows/s and peak RSS; exits 1 if a target is missed.
+the code the export endpoint streams (or, with --http, through the endpoint itself), each
+export in a fresh process so that its peak resident memory is its own. Prints rows/s, the
+CPU seconds of the process and of its PostgreSQL backend (on a busy machine the CPU time is
+the steadier figure) and peak RSS; exits 1 if a target is missed.
 
     python benchmarks/export_memory.py                    # 200,000 and 1,000,000 records
-    python benchmarks/export_memory.py --sizes 20000 100000
+    python benchmarks/export_memory.py --sizes 50000 --http
+    EXPORT_BENCH_DATABASE=prefhub_other python benchmarks/export_memory.py
 
 Targets: >= 20,000 rows/s in JSONL and in Parquet, < 300 MB peak RSS at every size, peak
 memory flat across sizes. The Parquet/JSONL ratio is printed, not checked: both formats
@@ -27,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATABASE = "prefhub_bench_export"
+DATABASE = os.environ.get("EXPORT_BENCH_DATABASE", "prefhub_bench_export")
 ANNOTATORS = 5  # each pair task is judged by five annotators
 TARGET_ROWS_S = 20_000
 TARGET_PEAK_MB = 300
@@ -195,8 +198,15 @@ def _next_id(cursor, table: str) -> int:
     return cursor.fetchone()[0]
 
 
-def run_export(project_id: int, fmt: str) -> dict:
-    """In this (fresh) process: stream the export, keep nothing, measure."""
+def run_export(project_id: int, fmt: str, http: bool) -> dict:
+    """In this (fresh) process: stream the export, keep nothing, measure.
+
+    With `http`, through the export endpoint (Django's test client: the view, DRF and the
+    streaming response, without a socket); else the rows and writer the view streams.
+    """
+    from django.db import connection
+    from django.urls import reverse
+
     from feedback.exports import ExportOptions, Shape, export_rows
     from feedback.io import export_jsonl, export_parquet
     from feedback.models import Project
@@ -212,30 +222,83 @@ def run_export(project_id: int, fmt: str) -> dict:
             counted += 1
             yield row
 
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    client = _viewer_client(project) if http else None
+    db_started = _cpu_of(backend)
+    cpu_started = time.process_time()
     started = time.perf_counter()
+    if client is not None:
+        url = reverse("api:project-export", args=[project.pk])
+        response = client.get(url, {"shape": "pairs", "margin": "true", "format": fmt}, secure=True)
+        assert response.status_code == 200, response.status_code
+        blocks = response.streaming_content
+    else:
+        rows = export_rows(project=project, options=ExportOptions(shape=Shape.PAIRS, margin=True))
+        blocks = writer.write_rows(counting(rows))
     size = 0
-    rows = export_rows(project=project, options=ExportOptions(shape=Shape.PAIRS, margin=True))
-    for block in writer.write_rows(counting(rows)):
+    newlines = 0
+    for block in blocks:
         size += len(block)
+        newlines += block.count(b"\n") if http and fmt == "jsonl" else 0
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    db_cpu = _cpu_of(backend) - db_started
+    if http:
+        # A Parquet file says how many rows it holds in its footer; JSONL counts its lines.
+        counted = newlines if fmt == "jsonl" else _parquet_rows(project)
     return {
         "rows": counted,
         "bytes": size,
         "seconds": seconds,
         "rows_per_s": counted / seconds,
+        "cpu_s": cpu,
+        "db_cpu_s": db_cpu,
         "baseline_mb": baseline,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
+def _viewer_client(project):
+    """A test client signed in as a viewer of the project, as a reader of its exports."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from feedback.models import ProjectMember
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-viewer")
+    ProjectMember.objects.get_or_create(project=project, user=user, defaults={"role": "viewer"})
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    return client
+
+
+def _parquet_rows(project) -> int:
+    """Rows of the same export, counted again without the endpoint (not timed)."""
+    from feedback.exports import ExportOptions, Shape, export_rows
+
+    options = ExportOptions(shape=Shape.PAIRS, margin=True)
+    return sum(1 for _ in export_rows(project=project, options=options))
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user and system) of a local process: the database backend's share."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    parser.add_argument(
+        "--http", action="store_true", help="through the export endpoint (in process, no socket)"
+    )
     parser.add_argument("--run", nargs=2, metavar=("PROJECT_ID", "FORMAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         setup_django()
-        print(json.dumps(run_export(int(args.run[0]), args.run[1])))
+        print(json.dumps(run_export(int(args.run[0]), args.run[1], args.http)))
         return 0
 
     create_database()
@@ -247,13 +310,14 @@ def main() -> int:
     failures = []
     print(
         f"{'records':>10} {'format':>8} {'rows':>10} {'MB out':>8} {'s':>7} {'rows/s':>9} "
-        f"{'base MB':>8} {'peak MB':>8}"
+        f"{'cpu s':>6} {'db cpu s':>8} {'base MB':>8} {'peak MB':>8}"
     )
     results = {}
     for size, project_id in projects.items():
         for fmt in ("jsonl", "parquet"):
             out = subprocess.run(
-                [sys.executable, __file__, "--run", str(project_id), fmt],
+                [sys.executable, __file__, "--run", str(project_id), fmt]
+                + (["--http"] if args.http else []),
                 check=True,
                 capture_output=True,
                 text=True,
@@ -262,7 +326,8 @@ def main() -> int:
             results[(size, fmt)] = r
             print(
                 f"{size:>10,} {fmt:>8} {r['rows']:>10,} {r['bytes'] / 1e6:>8.0f} "
-                f"{r['seconds']:>7.1f} {r['rows_per_s']:>9,.0f} {r['baseline_mb']:>8.0f} "
+                f"{r['seconds']:>7.1f} {r['rows_per_s']:>9,.0f} {r['cpu_s']:>6.2f} "
+                f"{r['db_cpu_s']:>8.2f} {r['baseline_mb']:>8.0f} "
                 f"{r['peak_mb']:>8.0f}",
                 flush=True,
             )

@@ -28,7 +28,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from django.db.models import FilteredRelation, Q
+from django.db.models import Q
 
 from feedback.models import (
     FreeTextFeedback,
@@ -38,7 +38,6 @@ from feedback.models import (
     RankingEntry,
     RatingAspect,
     RatingFeedback,
-    Response,
     ResponseScore,
     RewardModel,
     SpanFeedback,
@@ -49,6 +48,7 @@ from feedback.selectors import current_from
 from feedback.services import FeedbackError
 
 CHUNK = 2000  # rows per server-side cursor fetch
+LOOKUP_BATCH = 10_000  # records whose prompts and answers are read in one query each
 
 
 class Shape(StrEnum):
@@ -517,18 +517,32 @@ def _votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
     return sources[options.pairs_from](project, options)
 
 
-def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
-    """Pairwise choices; texts are read once per batch, not once per record, because a
-    task's prompt and responses repeat in every annotator's record of it."""
+class PairwiseRecord(NamedTuple):
+    """One pairwise choice with its task's prompt and two candidates (a shown first)."""
+
+    record_id: int
+    winner: int | None  # 0 for a, 1 for b, None for a tie
+    strength: float
+    submission_id: int
+    task_id: int
+    source: str
+    prompt: PromptRef
+    a: Candidate
+    b: Candidate
+
+
+WINNERS = {"A": 0, "B": 1, "tie": None}
+
+
+def _pairwise_batches(project: Project, options: ExportOptions) -> Iterator[list[PairwiseRecord]]:
+    """Pairwise choices in batches. The cursor reads ids only: texts are read once per
+    batch, not once per record, because a task's prompt and responses repeat in every
+    annotator's record of it, and looking up a batch's tasks by index costs less than
+    joining every task's responses before sorting."""
     ordering = ("id",) if options.aggregate == Aggregate.NONE else ("submission__task_id", "id")
-    links = "submission__task__links"
     rows = (
         PairwiseFeedback.objects.filter(
             current_from("submission__", options.sources), submission__task__project=project
-        )
-        .annotate(
-            first=FilteredRelation(links, condition=Q(submission__task__links__position=0)),
-            second=FilteredRelation(links, condition=Q(submission__task__links__position=1)),
         )
         .order_by(*ordering)
         .values_list(
@@ -540,26 +554,40 @@ def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
             "submission__annotator__username",
             "submission__judge__name",
             "submission__task__prompt_id",
-            "first__response_id",
-            "second__response_id",
         )
     )
-    winners = {"A": 0, "B": 1, "tie": None}
-    for batch in _batched(rows.iterator(chunk_size=CHUNK), CHUNK):
+    sources: dict[tuple[str | None, str | None], str] = {}
+    for batch in _batched(rows.iterator(chunk_size=CHUNK), LOOKUP_BATCH):
         prompts = _prompts({row[7] for row in batch})
-        candidates = _candidates({row[8] for row in batch} | {row[9] for row in batch})
-        for rid, choice, strength, sid, tid, annotator, judge, pid, a, b in batch:
+        pairs = _task_pairs({row[4] for row in batch})
+        records = []
+        for rid, choice, strength, sid, tid, annotator, judge, pid in batch:
+            source = sources.get((annotator, judge))
+            if source is None:
+                source = sources[(annotator, judge)] = _source(annotator, judge)
+            a, b = pairs[tid]
+            records.append(
+                PairwiseRecord(
+                    rid, WINNERS[choice], float(strength or 0), sid, tid, source, prompts[pid], a, b
+                )
+            )
+        yield records
+
+
+def _pairwise_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
+    for batch in _pairwise_batches(project, options):
+        for r in batch:
             yield Vote(
-                tid,
-                prompts[pid],
-                candidates[a],
-                candidates[b],
-                winners[choice],
-                float(strength or 0),
-                (tid,),
-                (sid,),
-                (rid,),
-                (_source(annotator, judge),),
+                r.task_id,
+                r.prompt,
+                r.a,
+                r.b,
+                r.winner,
+                r.strength,
+                (r.task_id,),
+                (r.submission_id,),
+                (r.record_id,),
+                (r.source,),
                 (0, 1),
             )
 
@@ -569,9 +597,18 @@ def _prompts(ids: set[int]) -> dict[int, PromptRef]:
     return {row[0]: PromptRef(*row) for row in rows}
 
 
-def _candidates(ids: set[int]) -> dict[int, Candidate]:
-    rows = Response.objects.filter(pk__any=ids).values_list("id", "text", "model_name")
-    return {row[0]: Candidate(*row) for row in rows}
+def _task_pairs(task_ids: set[int]) -> dict[int, tuple[Candidate, Candidate]]:
+    """The two candidates of each pair task, first shown first."""
+    links = (
+        TaskResponse.objects.filter(task_id__any=task_ids, position__lte=1)
+        .order_by("task_id", "position")
+        .values_list("task_id", "response_id", "response__text", "response__model_name")
+    )
+    pairs: dict[int, tuple[Candidate, Candidate]] = {}
+    for task_id, links_of_task in itertools.groupby(links, key=lambda link: link[0]):
+        a, b = (Candidate(*link[1:]) for link in links_of_task)
+        pairs[task_id] = (a, b)
+    return pairs
 
 
 def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
@@ -608,6 +645,12 @@ def _rating_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
 
 
 def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
+    if options.pairs_from == PairSource.PAIRWISE and options.aggregate == Aggregate.NONE:
+        return _pairwise_pair_rows(project, options, chat)
+    return _preference_pair_rows(project, options, chat)
+
+
+def _preference_pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
     completion = _Completions(chat)
     for preference in _kept(_preferences(_votes(project, options), options), options):
         chosen = completion(preference.prompt, preference.chosen)
@@ -629,6 +672,65 @@ def _pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator
         row["chosen_chars"] = len(preference.chosen.text)
         row["rejected_chars"] = len(preference.rejected.text)
         yield row
+
+
+def _pairwise_pair_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
+    """The rows `_preference_pair_rows` gives for pairwise choices without aggregation,
+    one per record, written out directly: the most common export, and the votes and
+    preferences in between cost more than the rows themselves. A tie is shown with the
+    first candidate as chosen, a margin of 0; the agreement of one vote is 1."""
+    keep_ties = options.ties == Ties.KEEP_AS_COLUMN
+    for batch in _pairwise_batches(project, options):
+        # Per task, built at its first row: both answers in the file's form, prompt length.
+        tasks: dict[int, tuple[Any, Any, int]] = {}
+        for r in batch:
+            tie = r.winner is None
+            if tie and not keep_ties:
+                continue
+            task = tasks.get(r.task_id)
+            if task is None:
+                task = tasks[r.task_id] = (
+                    _completion(r.prompt, r.a.text, chat),
+                    _completion(r.prompt, r.b.text, chat),
+                    _prompt_chars(r.prompt),
+                )
+            completion_a, completion_b, prompt_chars = task
+            if completion_a is None or completion_b is None:
+                continue
+            if r.winner == 1:
+                chosen, rejected, chosen_pair, rejected_pair = r.b, r.a, completion_b, completion_a
+            else:
+                chosen, rejected, chosen_pair, rejected_pair = r.a, r.b, completion_a, completion_b
+            row: dict[str, Any] = {
+                "prompt": chosen_pair[0],
+                "chosen": chosen_pair[1],
+                "rejected": rejected_pair[1],
+            }
+            if options.margin:
+                row["margin"] = 0.0 if tie else r.strength
+            if keep_ties:
+                row["tie"] = tie
+            row.update(
+                {
+                    "chosen_response_id": chosen.id,
+                    "rejected_response_id": rejected.id,
+                    "chosen_model": chosen.model,
+                    "rejected_model": rejected.model,
+                    "chosen_position": 1 if r.winner == 1 else 0,
+                    "prompt_id": r.prompt.id,
+                    "prompt_external_id": r.prompt.external_id,
+                    "task_ids": [r.task_id],
+                    "submission_ids": [r.submission_id],
+                    "record_ids": [r.record_id],
+                    "sources": [r.source],
+                    "votes": 1,
+                    "agreement": 1.0,
+                    "prompt_chars": prompt_chars,
+                    "chosen_chars": len(chosen.text),
+                    "rejected_chars": len(rejected.text),
+                }
+            )
+            yield row
 
 
 def _unpaired_rows(project: Project, options: ExportOptions, chat: bool) -> Iterator[dict]:
