@@ -566,6 +566,7 @@ def _leaderboard_counts(
         3 + len(STYLE_COLUMNS),
     )
     responses = responses[np.argsort(responses[:, 0])]
+    ids = np.ascontiguousarray(responses[:, 0])
     kinds = {"annotators": ["annotator"], "judges": ["judge"]}.get(sources, ["annotator", "judge"])
     outcomes = {
         outcome: sum((F(f"{kind}_{outcome}") for kind in kinds[1:]), F(f"{kinds[0]}_{outcome}"))
@@ -594,8 +595,8 @@ def _leaderboard_counts(
             6,
         )
         rows = np.concatenate([rows, ranked])
-    first = responses[np.searchsorted(responses[:, 0], rows[:, 0])]
-    second = responses[np.searchsorted(responses[:, 0], rows[:, 1])]
+    first = responses[np.searchsorted(ids, rows[:, 0])]
+    second = responses[np.searchsorted(ids, rows[:, 1])]
     return LeaderboardCounts(
         names=names,
         first_response=rows[:, 0],
@@ -615,34 +616,19 @@ def _leaderboard_counts(
 def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> np.ndarray:
     """The (rows, columns) int64 array of a query whose columns are integers, never NULL.
 
-    PostgreSQL sends them by binary COPY, read by numpy as they come: made into Python
-    ints first, 200,000 rows took longer than the query. Other databases: fetchall.
+    PostgreSQL packs the rows into one bytea of big-endian int64s, which numpy reads as
+    it is: fetched as rows of Python ints (or by COPY, a message per row), 200,000 rows
+    took longer than the query. Other databases: fetchall.
     """
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             cursor.execute(sql, params)
             return np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, columns)
-        with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", params) as copy:
-            data = b"".join(copy)
-    # A 19-byte header; per row the number of fields (int16), then per field its length
-    # in bytes (int32) and its value, all big-endian; a 2-byte trailer.
-    header, trailer = 19, 2
-    if len(data) == header + trailer:
-        return np.empty((0, columns), dtype=np.int64)
-    widths, at = [], header + 2
-    for _ in range(columns):  # the widths of the integer types, from the first row
-        widths.append(int(np.frombuffer(data, ">i4", 1, at)[0]))
-        at += 4 + widths[-1]
-    fields = [("fields", ">i2")]
-    for n, width in enumerate(widths):
-        fields += [(f"width{n}", ">i4"), (f"value{n}", f">i{width}")]
-    row = np.dtype(fields)
-    table = np.frombuffer(data, row, (len(data) - header - trailer) // row.itemsize, header)
-    if (table["fields"] != columns).any() or any(
-        (table[f"width{n}"] != width).any() for n, width in enumerate(widths)
-    ):
-        raise ValueError("The query's columns are not all integers, or one is NULL.")
-    return np.stack([table[f"value{n}"].astype(np.int64) for n in range(columns)], axis=1)
+        packed = " || ".join(f"int8send(CAST(q.c{n} AS bigint))" for n in range(columns))
+        names = ", ".join(f"c{n}" for n in range(columns))
+        cursor.execute(f"SELECT string_agg({packed}, '') FROM ({sql}) q({names})", params)
+        data = cursor.fetchone()[0] or b""
+    return np.frombuffer(data, ">i8").astype(np.int64).reshape(-1, columns)
 
 
 def _compared_models_only(counts: LeaderboardCounts, compared: np.ndarray) -> LeaderboardCounts:
