@@ -543,27 +543,22 @@ def _leaderboard_counts(
     """The slice's votes counted per task (pairwise, from PairwiseTally) and per response
     pair (rankings), with their responses' prompts, models and style.
 
-    All numbers: model names become their index in the sorted list of the project's
-    models in SQL, and the responses' columns are read once and joined here by id (two
-    joins of a few hundred thousand responses in SQL cost more than the counting).
+    All numbers: the responses' columns are read once, grouped by model, and joined here
+    by id (joining a few hundred thousand responses twice in SQL cost more than the
+    counting); a model is its index in the sorted list of the project's models.
     """
-    names = list(
-        Response.objects.filter(prompt__project=project)
-        .exclude(model_name="")
-        .order_by("model_name")
-        .values_list("model_name", flat=True)
-        .distinct()
-    )
-    # A table of (name, code) that SQLite reads too (it cannot name a VALUES list's columns).
-    models = " UNION ALL ".join(["SELECT %s AS name, %s AS code"] * len(names))
-    models = models or "SELECT NULL AS name, CAST(NULL AS integer) AS code"
     styles = ", ".join(f"r.{column}" for column in STYLE_COLUMNS)
-    responses = _integer_rows(
-        f"SELECT r.id, r.prompt_id, COALESCE(m.code, -1), {styles}"
-        f" FROM {Response._meta.db_table} r LEFT JOIN ({models}) m ON m.name = r.model_name"
+    by_model = _integer_rows(
+        f"SELECT r.model_name, r.id, r.prompt_id, {styles} FROM {Response._meta.db_table} r"
         f" WHERE r.prompt_id IN (SELECT id FROM {Prompt._meta.db_table} WHERE project_id = %s)",
-        [*(value for code, name in enumerate(names) for value in (name, code)), project.pk],
-        3 + len(STYLE_COLUMNS),
+        [project.pk],
+        2 + len(STYLE_COLUMNS),
+    )
+    names = sorted(name for name in by_model if name)  # "": written by a person
+    code = {name: n for n, name in enumerate(names)}
+    responses = np.concatenate(
+        [np.insert(rows, 2, code.get(name, -1), axis=1) for name, rows in by_model.items()]
+        or [np.empty((0, 3 + len(STYLE_COLUMNS)), dtype=np.int64)]
     )
     responses = responses[np.argsort(responses[:, 0])]
     ids = np.ascontiguousarray(responses[:, 0])
@@ -573,6 +568,7 @@ def _leaderboard_counts(
         for outcome in ("first_wins", "second_wins", "ties")
     }
     annotation, in_category = _category_filter("prompt", category)
+    no_rows = np.empty((0, 6), dtype=np.int64)
     tallies = (
         PairwiseTally.objects.filter(project=project)
         .alias(**annotation)
@@ -582,19 +578,20 @@ def _leaderboard_counts(
         .filter(votes__gt=0)
         .values_list("first_response_id", "second_response_id", *outcomes, "task_id")
     )
-    rows = _integer_rows(*tallies.query.sql_with_params(), 6)
+    sql, params = tallies.query.sql_with_params()
+    rows = _integer_rows(f"SELECT '', q.* FROM ({sql}) q", params, 6).get("", no_rows)
     if entries is not None:
         entry_sql, entry_params = entries.values(
             list_id=F("ranking_id"), item=F("response_id"), place=F("rank")
         ).query.sql_with_params()
         ranked = _integer_rows(
-            "SELECT b.item, w.item, COUNT(*), 0, 0, -1"
+            "SELECT '', b.item, w.item, COUNT(*), 0, 0, -1"
             f" FROM ({entry_sql}) b JOIN ({entry_sql}) w"
             " ON b.list_id = w.list_id AND b.place < w.place GROUP BY b.item, w.item",
             [*entry_params, *entry_params],
             6,
         )
-        rows = np.concatenate([rows, ranked])
+        rows = np.concatenate([rows, ranked.get("", no_rows)])
     first = responses[np.searchsorted(ids, rows[:, 0])]
     second = responses[np.searchsorted(ids, rows[:, 1])]
     return LeaderboardCounts(
@@ -613,22 +610,32 @@ def _leaderboard_counts(
     )
 
 
-def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> np.ndarray:
-    """The (rows, columns) int64 array of a query whose columns are integers, never NULL.
+def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> dict[str, np.ndarray]:
+    """The rows of a query, grouped by its first column (text): for each value, the
+    (rows, columns) int64 array of the other columns, integers, never NULL.
 
-    PostgreSQL packs the rows into one bytea of big-endian int64s, which numpy reads as
-    it is: fetched as rows of Python ints (or by COPY, a message per row), 200,000 rows
+    PostgreSQL packs a group's rows into one bytea of big-endian int64s, which numpy
+    reads as it is: as rows of Python ints (or by COPY, a message per row), 200,000 rows
     took longer than the query. Other databases: fetchall.
     """
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             cursor.execute(sql, params)
-            return np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, columns)
+            groups = defaultdict(list)
+            for key, *values in cursor.fetchall():
+                groups[key].append(values)
+            return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
         packed = " || ".join(f"int8send(CAST(q.c{n} AS bigint))" for n in range(columns))
         names = ", ".join(f"c{n}" for n in range(columns))
-        cursor.execute(f"SELECT string_agg({packed}, '') FROM ({sql}) q({names})", params)
-        data = cursor.fetchone()[0] or b""
-    return np.frombuffer(data, ">i8").astype(np.int64).reshape(-1, columns)
+        cursor.execute(
+            f"SELECT q.key, string_agg({packed}, '') FROM ({sql}) q(key, {names}) GROUP BY q.key",
+            params,
+        )
+        groups = cursor.fetchall()
+    return {
+        key: np.frombuffer(data, ">i8").reshape(-1, columns).astype(np.int64)
+        for key, data in groups
+    }
 
 
 def _compared_models_only(counts: LeaderboardCounts, compared: np.ndarray) -> LeaderboardCounts:
