@@ -341,16 +341,14 @@ def run(args: argparse.Namespace, url: str) -> int:
         selectors.project_leaderboard,
         project=project,
         resamples=args.resamples,
-        online_elo=False,
     )
     board, warm, warm_cpu = cpu_timed(
         selectors.project_leaderboard,
         project=project,
         resamples=args.resamples,
-        online_elo=False,
     )
     _, with_elo, with_elo_cpu = cpu_timed(
-        selectors.project_leaderboard, project=project, resamples=args.resamples
+        selectors.project_leaderboard, project=project, resamples=args.resamples, online_elo=True
     )
     # The same steps one by one (the selector's private parts), for where the time goes.
     with selectors._roomy_queries():
@@ -412,7 +410,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     for label, seconds, cpu in [
         ("leaderboard, first call (counts, fit, bootstrap, style)", cold, cold_cpu),
         ("leaderboard, second call", warm, warm_cpu),
-        ("leaderboard with online Elo", with_elo, with_elo_cpu),
+        ("leaderboard with online Elo (when asked)", with_elo, with_elo_cpu),
         (f"  counts read in SQL ({len(counts.task):,} rows)", counting, counting_cpu),
         ("  folded into model pairs", folding, folding_cpu),
         (f"  Bradley-Terry fit on {len(table.i):,} pair counts", fitting, fitting_cpu),

@@ -755,12 +755,13 @@ def project_leaderboard(
     include_rankings: bool = False,
     min_votes: int = LEADERBOARD_MIN_VOTES,
     resamples: int = 1000,
-    online_elo: bool = True,
+    online_elo: bool = False,
     seed: int = 0,
 ) -> Leaderboard:
     """Bradley-Terry ratings of the models (`Response.model_name`) from the project's
     current pairwise judgments, with bootstrap intervals over prompts, style control,
-    head-to-head records, the left-position win rate and online Elo for comparison.
+    head-to-head records, the left-position win rate and, if asked (`online_elo`: it
+    replays every vote in Python, seconds for a million), online Elo for comparison.
 
     `sources`: all, annotators or judges. `category`: (metadata key, value) of the
     prompts to keep. `include_rankings`: each ranking also counts as the pairwise

@@ -202,7 +202,7 @@ def test_counts_follow_answers_as_they_are_replaced_and_tasks_as_they_are_delete
 def test_the_stronger_model_ranks_higher_with_intervals_and_online_elo(arena):
     project, annotators, judge = arena
     vote_all(project, annotators, judge)
-    board = project_leaderboard(project=project, resamples=100, min_votes=10)
+    board = project_leaderboard(project=project, resamples=100, min_votes=10, online_elo=True)
     order = [standing.model for standing in board.models]
     assert order == sorted(order, key=lambda model: -strength(model))
     for standing in board.models:
@@ -250,7 +250,9 @@ def test_rankings_alone_give_ratings_and_online_elo(arena):
     project, annotators, judge = arena
     vote_all(project, annotators, judge, layouts=["list"])
     assert project_leaderboard(project=project).models == []
-    board = project_leaderboard(project=project, include_rankings=True, resamples=20)
+    board = project_leaderboard(
+        project=project, include_rankings=True, resamples=20, online_elo=True
+    )
     assert board.models and board.first_decided == 0
     assert all(standing.online_elo is not None for standing in board.models)
 
