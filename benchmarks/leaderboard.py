@@ -2,11 +2,17 @@
 
 Stores `--votes` pairwise votes over `--models` models in the real tables of a throwaway
 PostgreSQL database (COPY; the server and user are DATABASE_URL's, the database is
-`<its name>_bench_leaderboard`), then times what the page and the API run: counts
-aggregated in SQL, the Bradley-Terry fit, `--resamples` bootstrap refits over prompts,
-style control, online Elo. Beside it, on the same vote list in the same run,
-`choix.ilsr_pairwise` (a tie given as one win each way) and the rank correlations of the
-two fits with each other and with the strengths the votes were drawn from.
+`<its name>_bench_leaderboard`), then times what the page and the API run: the counts read
+in SQL, the Bradley-Terry fit, `--resamples` bootstrap refits over prompts, style control,
+online Elo. Beside it, on the same vote list in the same run, `choix.ilsr_pairwise` (a tie
+given as one win each way) and the rank correlations of the two fits with each other and
+with the strengths the votes were drawn from.
+
+The app counts each vote into PairwiseTally as it stores it (`submission_create`); votes
+stored by COPY are counted afterwards by `pairwise_tally_rebuild`, the SQL of the
+migration's backfill. That count is shown, not timed with the leaderboard: the leaderboard
+reads the counts, a row per voted task. Times are wall-clock; CPU seconds are this process's
+plus those of its database server process (read from /proc when the server is local).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/prefhub python benchmarks/leaderboard.py
     python benchmarks/leaderboard.py --votes 20000 --models 10     # a smoke run
@@ -89,6 +95,7 @@ def seed(*, votes: int, models: int, answers: int, raters: int, seed: int) -> tu
     from django.db import connection, transaction
 
     from feedback.models import Project, ProjectMember
+    from feedback.services import pairwise_tally_rebuild
 
     rng = np.random.default_rng(seed)
     names = [f"model-{index:03d}" for index in range(models)]
@@ -213,9 +220,15 @@ def seed(*, votes: int, models: int, answers: int, raters: int, seed: int) -> tu
                     f"SELECT setval(pg_get_serial_sequence('feedback_{table}', 'id'),"
                     f" (SELECT max(id) FROM feedback_{table}))"
                 )
+        stored = time.perf_counter()
+        pairwise_tally_rebuild(project=project)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    print(f"seeded {votes:,} votes in {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"seeded {votes:,} votes in {stored - started:.1f} s,"
+        f" counted into PairwiseTally in {time.perf_counter() - stored:.1f} s",
+        flush=True,
+    )
     return project.pk, truth
 
 
@@ -253,6 +266,28 @@ def timed(function, *args, **kwargs):
     started = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - started
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds of this connection's PostgreSQL server process so far (NaN where its
+    /proc entry cannot be read: another machine). Parallel workers are not included."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_timed(function, *args, **kwargs):
+    """(result, wall seconds, CPU seconds of this process and of its database server)."""
+    server, process = server_cpu_seconds(), time.process_time()
+    result, wall = timed(function, *args, **kwargs)
+    return result, wall, time.process_time() - process + server_cpu_seconds() - server
 
 
 def main() -> int:
@@ -302,23 +337,24 @@ def run(args: argparse.Namespace, url: str) -> int:
     project = Project.objects.get(pk=project_id)
     print(f"{args.votes:,} votes, {args.models} models, {args.resamples} resamples", flush=True)
     # The first call pays for imports (scipy.sparse) and a cold cache; both are shown.
-    board, cold = timed(
+    board, cold, cold_cpu = cpu_timed(
         selectors.project_leaderboard,
         project=project,
         resamples=args.resamples,
-        online_elo=False,
     )
-    board, warm = timed(
+    board, warm, warm_cpu = cpu_timed(
         selectors.project_leaderboard,
         project=project,
         resamples=args.resamples,
-        online_elo=False,
     )
-    _, with_elo = timed(selectors.project_leaderboard, project=project, resamples=args.resamples)
+    _, with_elo, with_elo_cpu = cpu_timed(
+        selectors.project_leaderboard, project=project, resamples=args.resamples, online_elo=True
+    )
     # The same steps one by one (the selector's private parts), for where the time goes.
-    pairwise, entries = selectors._vote_sources(project, "all", None, False)
     with selectors._roomy_queries():
-        counts, counting = timed(selectors._leaderboard_counts, project, pairwise, entries)
+        counts, counting, counting_cpu = cpu_timed(
+            selectors._leaderboard_counts, project, "all", None, None
+        )
     names = counts.names
     rated = (counts.first >= 0) & (counts.second >= 0) & (counts.first != counts.second)
     comparisons = lb.Comparisons(
@@ -330,9 +366,11 @@ def run(args: argparse.Namespace, url: str) -> int:
         second_wins=counts.second_wins[rated],
         ties=counts.ties[rated],
     )
-    table, folding = timed(lb.pair_table, comparisons)
-    strengths, fitting = timed(lb.bt_fit, table)
-    _, resampling = timed(lb.bootstrap, table, strengths, resamples=args.resamples)
+    table, folding, folding_cpu = cpu_timed(lb.pair_table, comparisons)
+    strengths, fitting, fitting_cpu = cpu_timed(lb.bt_fit, table)
+    _, resampling, resampling_cpu = cpu_timed(
+        lb.bootstrap, table, strengths, resamples=args.resamples
+    )
 
     (first, second, outcome), fetching = timed(vote_list, project_id, names)
     # choix takes (winner, loser) pairs; a tie is one win each way.
@@ -341,7 +379,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     winners = np.concatenate([winners, second[outcome == 2]])
     losers = np.concatenate([losers, first[outcome == 2]])
     data = list(zip(winners.tolist(), losers.tolist(), strict=True))
-    theirs, choix_seconds = timed(choix.ilsr_pairwise, len(names), data)
+    theirs, choix_seconds, choix_cpu = cpu_timed(choix.ilsr_pairwise, len(names), data)
     # Our fit on choix's likelihood: there a tie is a win each way, not half a win.
     same_likelihood = lb.bt_fit(
         lb.pair_table(
@@ -367,19 +405,25 @@ def run(args: argparse.Namespace, url: str) -> int:
     rank_ours_truth = (spearmanr(ours, true).statistic, kendalltau(ours, true).statistic)
     rank_choix_truth = (spearmanr(theirs, true).statistic, kendalltau(theirs, true).statistic)
 
-    print(f"{'step':<58} {'seconds':>8}")
-    for label, seconds in [
-        ("leaderboard, first call (counts, fit, bootstrap, style)", cold),
-        ("leaderboard, second call", warm),
-        ("leaderboard with online Elo", with_elo),
-        (f"  counts aggregated in SQL ({len(counts.task):,} rows)", counting),
-        ("  folded into model pairs", folding),
-        (f"  Bradley-Terry fit on {len(table.i):,} pair counts", fitting),
-        (f"  {args.resamples} bootstrap refits over {table.n_prompts:,} prompts", resampling),
-        (f"vote list for choix ({len(first):,} votes, not timed below)", fetching),
-        (f"choix.ilsr_pairwise on {len(data):,} (winner, loser) pairs", choix_seconds),
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'step':<58} {'seconds':>8} {'CPU s':>7}")
+    for label, seconds, cpu in [
+        ("leaderboard, first call (counts, fit, bootstrap, style)", cold, cold_cpu),
+        ("leaderboard, second call", warm, warm_cpu),
+        ("leaderboard with online Elo (when asked)", with_elo, with_elo_cpu),
+        (f"  counts read in SQL ({len(counts.task):,} rows)", counting, counting_cpu),
+        ("  folded into model pairs", folding, folding_cpu),
+        (f"  Bradley-Terry fit on {len(table.i):,} pair counts", fitting, fitting_cpu),
+        (
+            f"  {args.resamples} bootstrap refits over {table.n_prompts:,} prompts",
+            resampling,
+            resampling_cpu,
+        ),
+        (f"vote list for choix ({len(first):,} votes, not timed below)", fetching, None),
+        (f"choix.ilsr_pairwise on {len(data):,} (winner, loser) pairs", choix_seconds, choix_cpu),
     ]:
-        print(f"{label:<58} {seconds:>8.3f}")
+        cpu_text = "" if cpu is None else f"{cpu:.3f}"
+        print(f"{label:<58} {seconds:>8.3f} {cpu_text:>7}")
     for label, (spearman, kendall) in [
         ("ours vs choix", rank_ours_choix),
         ("ours, choix's tie rule, vs choix", rank_same_choix),

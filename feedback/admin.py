@@ -261,6 +261,14 @@ class JobAdmin(ProjectScopedAdmin):
 
 @admin.register(Submission)
 class SubmissionAdmin(ProjectScopedAdmin):
+    """Answers change through `submission_create` only: it keeps the history and the
+    leaderboard's counts (PairwiseTally) in step, which an edit or a delete here would
+    not."""
+
     list_display = ["id", "task", "annotator", "judge", "is_current", "duration_ms", "created_at"]
     list_filter = ["is_current", "judge"]
-    raw_id_fields = ["task", "supersedes", "job"]
+    raw_id_fields = ["job"]
+    readonly_fields = ["task", "annotator", "judge", "is_current", "supersedes"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -816,6 +816,43 @@ class PairwiseFeedback(models.Model):
             raise ValidationError({"choice": "Pairwise feedback needs a task with a pair."})
 
 
+class PairwiseTally(models.Model):
+    """A pair task's current pairwise votes, counted by outcome and kind of source.
+
+    The leaderboard reads these counts, a row per voted task, instead of every vote (a
+    million votes took seconds to join and group). The task's project, prompt and two
+    responses are copied in, since they never change once the task exists. Kept by
+    `submission_create` in the answer's transaction (an answer that replaces another
+    moves its count); `pairwise_tally_rebuild` counts it afresh from the votes.
+    """
+
+    task = models.OneToOneField(
+        Task, primary_key=True, on_delete=models.CASCADE, related_name="pairwise_tally"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    first_response = models.ForeignKey(  # position 0: A
+        Response, on_delete=models.CASCADE, related_name="+"
+    )
+    second_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    annotator_first_wins = models.PositiveIntegerField(default=0)
+    annotator_second_wins = models.PositiveIntegerField(default=0)
+    annotator_ties = models.PositiveIntegerField(default=0)
+    judge_first_wins = models.PositiveIntegerField(default=0)
+    judge_second_wins = models.PositiveIntegerField(default=0)
+    judge_ties = models.PositiveIntegerField(default=0)
+
+    # The count column of each (kind of source, choice).
+    COLUMNS = {
+        (source, choice): f"{source}_{outcome}"
+        for source in ("annotator", "judge")
+        for choice, outcome in (("A", "first_wins"), ("B", "second_wins"), ("tie", "ties"))
+    }
+
+    def __str__(self) -> str:
+        return f"pairwise tally of task {self.task_id}"
+
+
 class RatingFeedback(models.Model):
     """One aspect's score of one response."""
 

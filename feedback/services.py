@@ -18,7 +18,7 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
@@ -30,6 +30,7 @@ from feedback.models import (
     Job,
     LoopConfig,
     PairwiseFeedback,
+    PairwiseTally,
     Project,
     ProjectMember,
     Prompt,
@@ -190,13 +191,17 @@ def submission_create(
         names = ", ".join(sorted(kind.label for kind in missing))
         raise FeedbackError(f"The project does not collect {names}.")
 
-    source = {"annotator": annotator} if annotator is not None else {"judge": judge}
+    source_kind = "annotator" if annotator is not None else "judge"
+    source = {source_kind: annotator if annotator is not None else judge}
     previous = (
         Submission.objects.select_for_update().filter(task=task, is_current=True, **source).first()
     )
     if previous is not None:
         previous.is_current = False
         previous.save(update_fields=["is_current"])
+        replaced = PairwiseFeedback.objects.filter(submission=previous).first()
+        if replaced is not None:
+            _pairwise_tally_add(task, source_kind, replaced.choice, -1)
     submission = Submission(
         task=task,
         job=job,
@@ -226,7 +231,35 @@ def submission_create(
     except IntegrityError as exc:
         # Leaving this function's atomic block with the error rolls the writes back.
         raise _constraint_error(exc, path) from exc
+    if feedback.pairwise is not None:
+        _pairwise_tally_add(task, source_kind, feedback.pairwise.choice, 1)
     return submission
+
+
+def _pairwise_tally_add(task: Task, source: str, choice: str, votes: int) -> None:
+    """Add `votes` (1, or -1 for a replaced answer) to the task's count of `choice` from
+    `source` (annotator or judge), making the task's row on its first vote: one upsert,
+    so two first votes at once both count. A count below zero breaks its constraint."""
+    column = PairwiseTally.COLUMNS[(source, choice)]
+    if votes < 0:  # the row is there (an upsert's new row would break the constraint)
+        PairwiseTally.objects.filter(task=task).update(**{column: models.F(column) + votes})
+        return
+    table = PairwiseTally._meta.db_table
+    links = TaskResponse._meta.db_table
+    counts = ["%s" if name == column else "0" for name in PairwiseTally.COLUMNS.values()]
+    with connection.cursor() as cursor:
+        # Both databases (SQLite: the demo) read INSERT ... SELECT ... ON CONFLICT.
+        cursor.execute(
+            f"INSERT INTO {table} ({_TALLY_KEYS}, {', '.join(PairwiseTally.COLUMNS.values())})"
+            f" SELECT %s, %s, %s, a.response_id, b.response_id, {', '.join(counts)}"
+            f" FROM {links} a JOIN {links} b ON b.task_id = a.task_id AND b.position = 1"
+            " WHERE a.task_id = %s AND a.position = 0"
+            f" ON CONFLICT (task_id) DO UPDATE SET {column} = {table}.{column} + %s",
+            [task.pk, task.project_id, task.prompt_id, votes, task.pk, votes],
+        )
+
+
+_TALLY_KEYS = "task_id, project_id, prompt_id, first_response_id, second_response_id"
 
 
 def submission_feedback(submission: Submission) -> FeedbackInput:
@@ -914,6 +947,35 @@ def task_slots_recount(*, project: Project) -> int:
             default=models.Value(False),
         )
     )
+
+
+def pairwise_tally_rebuild(*, project: Project | None = None) -> None:
+    """Count the current pairwise votes of `project` (None: of all) into PairwiseTally
+    afresh: the migration's backfill and the benchmark's seeding, which store votes
+    without `submission_create` (it keeps the counts vote by vote)."""
+    table = PairwiseTally._meta.db_table
+    links = TaskResponse._meta.db_table
+    scope, kept, params = "", "", []
+    if project is not None:
+        scope, kept, params = "WHERE t.project_id = %s", "WHERE project_id = %s", [project.pk]
+    counts = ", ".join(
+        f"SUM(CASE WHEN u.{source}_id IS NOT NULL AND v.choice = %s THEN 1 ELSE 0 END)"
+        for source, _ in PairwiseTally.COLUMNS
+    )
+    choices = [choice for _, choice in PairwiseTally.COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} {kept}", params)
+        cursor.execute(
+            f"INSERT INTO {table} ({_TALLY_KEYS}, {', '.join(PairwiseTally.COLUMNS.values())})"
+            f" SELECT t.id, t.project_id, t.prompt_id, a.response_id, b.response_id, {counts}"
+            f" FROM {PairwiseFeedback._meta.db_table} v"
+            f" JOIN {Submission._meta.db_table} u ON u.id = v.submission_id AND u.is_current"
+            f" JOIN {Task._meta.db_table} t ON t.id = u.task_id"
+            f" JOIN {links} a ON a.task_id = t.id AND a.position = 0"
+            f" JOIN {links} b ON b.task_id = t.id AND b.position = 1"
+            f" {scope} GROUP BY t.id, t.project_id, t.prompt_id, a.response_id, b.response_id",
+            [*choices, *params],
+        )
 
 
 # --- Members --------------------------------------------------------------------------

@@ -336,7 +336,9 @@ class LeaderboardParamsSerializer(QueryParamsSerializer):
         default=1000, min_value=0, max_value=2000, help_text="Bootstrap resamples; 0: no intervals."
     )
     online_elo = serializers.BooleanField(
-        default=True, help_text="Also replay the votes in time order as online Elo (K = 4)."
+        default=False,
+        help_text="Also replay the votes in time order as online Elo (K = 4); seconds for a"
+        " million votes.",
     )
     format = serializers.ChoiceField(choices=["json", "csv"], default="json")
 

@@ -5,9 +5,15 @@ from collections import Counter
 
 import pytest
 
-from feedback.models import PairwiseFeedback, Response, Task
+from feedback.models import PairwiseFeedback, PairwiseTally, Response, Task
 from feedback.selectors import project_leaderboard
-from feedback.services import FeedbackInput, PairwiseInput, submission_create, tasks_extend
+from feedback.services import (
+    FeedbackInput,
+    PairwiseInput,
+    pairwise_tally_rebuild,
+    submission_create,
+    tasks_extend,
+)
 from tests.factories import (
     JudgeFactory,
     MemberFactory,
@@ -155,10 +161,48 @@ def test_counts_from_sql_equal_a_count_of_the_records_one_by_one(arena):
         assert standing.votes == sum(sum(c) for c in games)
 
 
+def tallies(project) -> set[tuple]:
+    """The project's PairwiseTally rows that count a vote."""
+    rows = PairwiseTally.objects.filter(project=project).values_list(
+        "task_id",
+        "prompt_id",
+        "first_response_id",
+        "second_response_id",
+        *PairwiseTally.COLUMNS.values(),
+    )
+    return {row for row in rows if any(row[4:])}
+
+
+def test_counts_follow_answers_as_they_are_replaced_and_tasks_as_they_are_deleted(arena):
+    project, annotators, judge = arena
+    vote_all(project, annotators, judge, layouts=["pair"])
+    pairs = list(Task.objects.filter(project=project, layout=Task.Layout.PAIR).order_by("id"))
+    for task in pairs[:3]:  # an annotator changes their mind, twice on one task
+        for choice in ("tie", "B") if task == pairs[0] else ("tie",):
+            submission_create(
+                task=task,
+                annotator=annotators[0],
+                feedback=FeedbackInput(
+                    pairwise=PairwiseInput(choice, None if choice == "tie" else 3)
+                ),
+            )
+    submission_create(
+        task=pairs[1], judge=judge, feedback=FeedbackInput(pairwise=PairwiseInput("A", 1))
+    )
+    pairs[-1].delete()  # with its answers
+    board = project_leaderboard(project=project, resamples=0)
+    expected, (decided, first_wins) = python_count(project)
+    assert board_counts(board) == expected
+    assert (board.first_decided, board.first_wins) == (decided, first_wins)
+    kept = tallies(project)
+    pairwise_tally_rebuild(project=project)  # the migration's count from the votes
+    assert tallies(project) == kept
+
+
 def test_the_stronger_model_ranks_higher_with_intervals_and_online_elo(arena):
     project, annotators, judge = arena
     vote_all(project, annotators, judge)
-    board = project_leaderboard(project=project, resamples=100, min_votes=10)
+    board = project_leaderboard(project=project, resamples=100, min_votes=10, online_elo=True)
     order = [standing.model for standing in board.models]
     assert order == sorted(order, key=lambda model: -strength(model))
     for standing in board.models:
@@ -206,7 +250,9 @@ def test_rankings_alone_give_ratings_and_online_elo(arena):
     project, annotators, judge = arena
     vote_all(project, annotators, judge, layouts=["list"])
     assert project_leaderboard(project=project).models == []
-    board = project_leaderboard(project=project, include_rankings=True, resamples=20)
+    board = project_leaderboard(
+        project=project, include_rankings=True, resamples=20, online_elo=True
+    )
     assert board.models and board.first_decided == 0
     assert all(standing.online_elo is not None for standing in board.models)
 

@@ -92,8 +92,9 @@ def test_the_page_shows_table_and_charts_with_names_escaped(members, project, ho
     assert "few votes" in html  # the fixture has a handful of votes
     # The download links carry the slice shown.
     assert "sources=annotators" in html and "format=csv" in html
-    without_elo = browser.get(page, {"resamples": 0, "online_elo": "false"}).content.decode()
-    assert '<option value="false" selected>' in without_elo
+    with_elo = browser.get(page, {"resamples": 0, "online_elo": "true"}).content.decode()
+    assert '<option value="true" selected>' in with_elo
+    assert '<option value="false" selected>' in html  # online Elo only when asked
 
 
 def test_the_page_offers_the_prompts_metadata_as_categories(members, project, filled):
