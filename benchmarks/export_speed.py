@@ -1,7 +1,7 @@
 """Export speed beside Label Studio: 50,000 pairwise answers downloaded from each app's API.
 
     python benchmarks/export_speed.py            # installs Label Studio first if missing
-    python benchmarks/export_speed.py --tasks 10000 --answers-per-task 5 --repeat 3
+    python benchmarks/export_speed.py --tasks 10000 --answers-per-task 5 --repeat 2
 
 Both apps run at once on one private PostgreSQL cluster (see cpu_meter.py), each in its
 own database, with the same data: 10,000 generated pairwise items (a ~150-character prompt,
@@ -16,7 +16,8 @@ browser saves it: this app's `GET /api/projects/{id}/export/?shape=pairs&format=
 streamed), and Label Studio's `GET /api/projects/{id}/export?exportType=JSON` (its default
 format; one task per item holding its annotations). Rows are answers in the file. Prints
 seconds, rows/s, MB, server + PostgreSQL CPU, the server's memory growth (peak resident
-memory of its process tree during the request, less before), then the ratio.
+memory of its process tree during the request, less before) and this client's (resident
+memory after the download, less before), then the ratio.
 Option --no-peer: this app only.
 """
 
@@ -37,6 +38,7 @@ from annotators import log, start_gunicorn
 from cpu_meter import CpuMeter, PrivatePostgres
 from side_by_side import (
     PeakRss,
+    own_rss_mb,
     pairwise_items,
     prefhub_api,
     prefhub_import,
@@ -51,6 +53,7 @@ def measure(name: str, server_pid: int, postmaster_pid: int, run, count) -> dict
     """Time `run(file)`, then count the rows in what it wrote with `count(path)`."""
     with tempfile.NamedTemporaryFile(suffix=".export") as out:
         meter = CpuMeter(server_pid, postmaster_pid)
+        client_before = own_rss_mb()
         with PeakRss(server_pid) as rss:
             meter.start()
             began = time.perf_counter()
@@ -58,11 +61,13 @@ def measure(name: str, server_pid: int, postmaster_pid: int, run, count) -> dict
             out.flush()
             seconds = time.perf_counter() - began
             cpu = meter.stop()
+        client_growth = own_rss_mb() - client_before
         rows = count(Path(out.name))
     log(
         f"{name:13s} {rows:7,} rows {seconds:7.2f} s  {rows / seconds:9,.0f} rows/s  "
         f"{size / 1e6:5.1f} MB  server + PostgreSQL CPU {cpu.server + cpu.postgres:.2f} s "
-        f"(client {cpu.client:.2f} s)  server +{rss.growth_mb:.0f} MB  "
+        f"(client {cpu.client:.2f} s)  server +{rss.growth_mb:.0f} MB, "
+        f"client +{client_growth:.0f} MB  "
         f"load {os.getloadavg()[0]:.1f}"
     )
     return {"rate": rows / seconds, "cpu": cpu.server + cpu.postgres, "growth": rss.growth_mb}
@@ -91,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--answers-per-task", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--ls-venv", type=Path, default=ls.DEFAULT_VENV)
     parser.add_argument("--no-peer", action="store_true", help="this app only")
     parser.add_argument("--pg-port", type=int, default=5442)
