@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,6 +126,8 @@ class PrivatePostgres:
         subprocess.run([*prefix, *args], check=True, stdout=subprocess.DEVNULL)
 
     def start(self) -> PrivatePostgres:
+        # A benchmark stopped with SIGTERM then unwinds, so its servers and this cluster stop.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         if not (self.datadir / "PG_VERSION").exists():
             self.datadir.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:

@@ -8,7 +8,9 @@ folder is a temporary directory. Nothing of it is inside the repository.
 
 How it is served, as its Docker image does (deploy/uwsgi.ini of Label Studio): uwsgi's
 HTTP router in front of `core.wsgi:application`, master, `processes = 2 x cores` (4 here),
-1 thread each, lazy apps, thunder lock, request logging off; DEBUG off; PostgreSQL
+1 thread each, lazy apps, thunder lock, request logging off; two changes: the router keeps
+connections alive (for the keep-alive runs), and harakiri and the router's timeout are 30
+minutes, not 2 and 5, so that a long export finishes. DEBUG off; PostgreSQL
 (DJANGO_DB=default with the POSTGRE_* variables) in a database of its own. Its settings keep
 CONN_MAX_AGE at Django's 0 (a new database connection per request) and Redis off (imports
 and counters run in the request, as the Community edition does without Redis).
@@ -194,8 +196,8 @@ class LabelStudio:
                 "--master", "--single-interpreter", "--enable-threads", "--thunder-lock",
                 "--lazy-apps", "--need-app", "--die-on-term", "--vacuum",
                 "--processes", str(self.processes), "--threads", str(self.threads),
-                "--buffer-size", "65535", "--post-buffering", "4096", "--http-timeout", "300",
-                "--harakiri", "300", "--disable-logging", "--log-5xx",
+                "--buffer-size", "65535", "--post-buffering", "4096", "--http-timeout", "1800",
+                "--harakiri", "1800", "--disable-logging", "--log-5xx",
                 "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception",
             ],
             env=self._env(), cwd=app, start_new_session=True,
