@@ -9,6 +9,22 @@ Options: --duration S (measured, after --warmup S, default 10), --annotators N, 
 measures the saturated server), --workers W --threads T (gunicorn),
 --keep (leave the database for a rerun), --reuse (use a kept database, seeding nothing).
 
+Beside Label Studio 1.23.2 (installed into --ls-venv, default /work/lsvenv, when missing):
+
+    python benchmarks/annotate_load.py --vs-label-studio
+
+runs both apps at once on a private PostgreSQL cluster (cpu_meter.py), each given the same
+10,000 generated pairwise items (--tasks; a ~150-character prompt, two ~300-character
+answers) through its import API, 3 annotators a task (--overlap), and drives each in turn,
+alternating, with the same client: 8 annotators looping next task + submit with no pause
+(--annotators), then one annotator alone, each first with a new connection per request (a
+browser behind a proxy that closes them) and then with keep-alive; --duration S measured
+after --warmup S per phase (defaults 20 and 3 in this mode). This app: the htmx page's two
+requests (log in once; POST the page for the next card, POST the answer). Label Studio: its
+labeling stream's `GET /api/projects/{id}/next/` and `POST /api/tasks/{id}/annotations/`
+with a token, served by uwsgi as its image runs it. Prints judgments/s, loop p50/p95 (next
++ submit), server + PostgreSQL CPU per judgment (process trees, psutil) and the ratios.
+
 What it does:
 1. Creates the database `prefhub_bench_annotate`, migrates it, and seeds one project with
    100,000 tasks (40,000 single-response tasks for ratings, spans and critiques, 60,000 pairs)
@@ -159,10 +175,10 @@ def check(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="prefhub_bench_annotate")
-    parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--annotators", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=10.0, help="seconds run before measuring")
+    parser.add_argument("--tasks", type=int, help="default 100,000; 10,000 beside Label Studio")
+    parser.add_argument("--annotators", type=int, help="default 16; 8 beside Label Studio")
+    parser.add_argument("--duration", type=float, help="measured seconds (60; 20 a phase vs LS)")
+    parser.add_argument("--warmup", type=float, help="seconds run before measuring (10; 3)")
     parser.add_argument("--port", type=int, default=8106)
     parser.add_argument(
         "--think-ms",
@@ -174,7 +190,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", action="store_true", help="use a kept database, seed nothing")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--vs-label-studio", action="store_true", help="beside Label Studio (see the top)"
+    )
+    parser.add_argument("--overlap", type=int, default=OVERLAP, help="with --vs-label-studio")
+    parser.add_argument("--ls-venv", default="/work/lsvenv", help="with --vs-label-studio")
+    parser.add_argument("--pg-port", type=int, default=5442, help="with --vs-label-studio")
     args = parser.parse_args()
+    vs = args.vs_label_studio
+    args.tasks = args.tasks or (10_000 if vs else 100_000)
+    args.annotators = args.annotators or (8 if vs else 16)
+    args.duration = args.duration if args.duration is not None else (20.0 if vs else 60.0)
+    args.warmup = args.warmup if args.warmup is not None else (3.0 if vs else 10.0)
+    if vs:
+        from annotate_vs_label_studio import compare
+
+        compare(args)
+        return
     db_url = f"{PG}/{args.database}"
 
     if not args.reuse:

@@ -1,0 +1,136 @@
+"""Import speed beside Label Studio: 10,000 pairwise tasks in one API request to each app.
+
+    python benchmarks/import_speed.py            # installs Label Studio first if missing
+    python benchmarks/import_speed.py --tasks 10000 --repeat 3 --ls-venv /work/lsvenv
+
+Both apps run at once on one private PostgreSQL cluster (see cpu_meter.py), each in its
+own database, and get the same generated items (a ~150-character prompt, two ~300-character
+answers). This app: `POST /api/projects/{id}/prompts/` with `{"rows": [{"id", "prompt",
+"responses": [a, b]}, ...]}` (a prompt, two responses and one pair task per row; 7.6 MB
+for 10,000 rows, within PREFHUB_API_IMPORT_MAX_BYTES's 64 MiB default), gunicorn 3 workers x
+2 threads. Label Studio 1.23.2: `POST /api/projects/{id}/import` with the list of tasks
+(`{"data": {"prompt", "answer_a", "answer_b"}}`), uwsgi as its image runs it. Each
+repeat imports into a fresh project of each app, alternating, so both see the same load.
+
+Prints per app and repeat: seconds, tasks/s, server + PostgreSQL CPU per 1,000 tasks, the
+server's memory growth; then the ratio of the best tasks/s. Option --no-peer: this app only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+import label_studio as ls
+from annotators import log, start_gunicorn
+from cpu_meter import CpuMeter, PrivatePostgres
+from side_by_side import (
+    PeakRss,
+    pairwise_items,
+    prefhub_api,
+    prefhub_import,
+    prefhub_prepare,
+    prefhub_project,
+    prompt_rows,
+)
+
+
+def measure(name: str, server_pid: int, postmaster_pid: int, tasks: int, run) -> dict:
+    meter = CpuMeter(server_pid, postmaster_pid)
+    with PeakRss(server_pid) as rss:
+        meter.start()
+        began = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - began
+        cpu = meter.stop()
+    log(
+        f"{name:13s} {seconds:7.2f} s  {tasks / seconds:8,.0f} tasks/s  "
+        f"CPU per 1,000 tasks: {cpu.per(tasks // 1000)}  server +{rss.growth_mb:.0f} MB  "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    return {"seconds": seconds, "rate": tasks / seconds, "cpu": cpu.server + cpu.postgres}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ls-venv", type=Path, default=ls.DEFAULT_VENV)
+    parser.add_argument("--no-peer", action="store_true", help="this app only")
+    parser.add_argument("--pg-port", type=int, default=5442)
+    parser.add_argument("--port", type=int, default=8107)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    venv = None if args.no_peer else ls.ensure_venv(args.ls_venv)
+    items = pairwise_items(args.tasks)
+    rows = prompt_rows(items)
+    tasks = ls.task_rows(items)
+    log(
+        f"{args.tasks:,} tasks: this app's request {len(json.dumps({'rows': rows})) / 1e6:.1f} MB,"
+        f" Label Studio's {len(json.dumps(tasks)) / 1e6:.1f} MB; {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    results: dict[str, list[dict]] = {"this app": [], "Label Studio": []}
+    logs = Path(tempfile.mkdtemp(prefix="import-speed-"))
+    with PrivatePostgres(args.pg_port) as pg:
+        token, _ = prefhub_prepare(pg.url, "prefhub_bench", 0)
+        ours = start_gunicorn(
+            f"{pg.url}/prefhub_bench", args.port, args.workers, args.threads, logs / "ours.log"
+        )
+        peer = None
+        try:
+            if venv is not None:
+                peer = ls.LabelStudio(venv, pg.port, "ls_bench")
+                admin = peer.bootstrap(0)[0]
+                peer.start(logs / "label_studio.log")
+            api = prefhub_api(f"http://127.0.0.1:{args.port}", token)
+            for r in range(args.repeat):
+                project = prefhub_project(1, [], name=f"Import {r}")
+                results["this app"].append(
+                    measure(
+                        "this app", ours.pid, pg.postmaster_pid, args.tasks,
+                        lambda p=project: prefhub_import(api, p, rows),
+                    )
+                )  # fmt: skip
+                if peer is not None:
+                    with peer.client(admin) as peer_api:
+                        project = ls.create_project(peer_api, 1, title=f"Import {r}")
+                        results["Label Studio"].append(
+                            measure(
+                                "Label Studio", peer.pid, pg.postmaster_pid, args.tasks,
+                                lambda p=project: ls.import_tasks(peer_api, p, tasks),
+                            )
+                        )  # fmt: skip
+        finally:
+            os.killpg(ours.pid, signal.SIGTERM)
+            ours.wait(timeout=30)
+            if peer is not None:
+                peer.stop()
+            from django.db import connections
+
+            connections.close_all()
+    ours_best = max(r["rate"] for r in results["this app"])
+    log(f"\nthis app: best {ours_best:,.0f} tasks/s")
+    if results["Label Studio"]:
+        peer_best = max(r["rate"] for r in results["Label Studio"])
+        cpu_ratio = min(r["cpu"] for r in results["Label Studio"]) / min(
+            r["cpu"] for r in results["this app"]
+        )
+        log(
+            f"Label Studio {ls.VERSION}: best {peer_best:,.0f} tasks/s\n"
+            f"ratio: {ours_best / peer_best:.2f}x Label Studio's tasks/s; "
+            f"Label Studio spends {cpu_ratio:.2f}x this app's server + PostgreSQL CPU"
+        )
+
+
+if __name__ == "__main__":
+    main()
