@@ -60,18 +60,16 @@ from annotators import (
     OVERLAP,
     PG,
     answer_for,
-    cpu_seconds,
-    cpu_used,
     create_database,
     drop_database,
     log,
     log_in,
-    rss_mb,
     seed,
     server_processes,
     setup_django,
     start_gunicorn,
 )
+from cpu_meter import cpu_seconds, cpu_used, rss_mb
 
 
 @dataclass

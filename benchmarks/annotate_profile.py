@@ -25,7 +25,8 @@ import time
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(__file__))
-from annotators import HTMX, PG, answer_for, cpu_seconds, setup_django
+from annotators import HTMX, PG, answer_for, setup_django
+from cpu_meter import cpu_seconds
 
 
 def main() -> None:

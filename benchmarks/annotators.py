@@ -355,25 +355,6 @@ def start_gunicorn(
     raise SystemExit("gunicorn did not start")
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """CPU seconds each process has run so far, all its threads, from /proc (nanosecond
-    run times, where `stat` counts 10 ms ticks); processes that are gone are left out."""
-    used = {}
-    for pid in pids:
-        try:
-            threads = os.listdir(f"/proc/{pid}/task")
-            used[pid] = (
-                sum(
-                    int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-                    for tid in threads
-                )
-                / 1e9
-            )
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return used
-
-
 def server_processes(server: subprocess.Popen, db_url: str) -> dict[str, list[int]]:
     """Process ids of gunicorn (master and workers) and of the PostgreSQL backends connected
     to `db_url`'s database (PostgreSQL must run on this machine)."""
@@ -384,20 +365,6 @@ def server_processes(server: subprocess.Popen, db_url: str) -> dict[str, list[in
             " AND pid <> pg_backend_pid()"
         ).fetchall()
     return {"gunicorn": [server.pid, *map(int, children)], "PostgreSQL": [p for (p,) in backends]}
-
-
-def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds run between two `cpu_seconds` readings; a process that started in
-    between counts from zero."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # --- Simulated annotators -------------------------------------------------------------

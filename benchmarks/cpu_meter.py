@@ -1,4 +1,9 @@
-"""A private PostgreSQL cluster and CPU accounting of process trees, for side-by-side runs.
+"""CPU and memory readings of the benchmarks' processes, and a private PostgreSQL cluster
+for side-by-side runs.
+
+`cpu_seconds` reads each thread's nanosecond run time (a request's few milliseconds of
+database CPU show; `stat`'s 10 ms ticks would not); `tree_cpu_seconds` a server's whole
+process tree with its reaped children.
 
 The machine's PostgreSQL serves other work too, so its CPU cannot be charged to one
 benchmark. The comparison benchmarks (`annotate_load.py --vs-label-studio`,
@@ -26,6 +31,36 @@ import psutil
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEFAULT_DATADIR = Path(tempfile.gettempdir()) / "prefhub-bench-pg"
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds each process has run so far, all its threads, from /proc (nanosecond
+    run times, where `stat` counts 10 ms ticks); processes that are gone are left out."""
+    used = {}
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+            used[pid] = (
+                sum(
+                    int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                    for tid in threads
+                )
+                / 1e9
+            )
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return used
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds run between two `cpu_seconds` readings; a process that started in
+    between counts from zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process (this one by default), in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def tree_cpu_seconds(pid: int) -> float:

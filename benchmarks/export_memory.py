@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(__file__))
+from cpu_meter import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = os.environ.get("EXPORT_BENCH_DATABASE", "prefhub_bench_export")
 ANNOTATORS = 5  # each pair task is judged by five annotators
@@ -226,7 +229,7 @@ def run_export(project_id: int, fmt: str, http: bool) -> dict:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
     client = _viewer_client(project) if http else None
-    db_started = _cpu_of(backend)
+    db_started = cpu_seconds([backend])[backend]
     cpu_started = time.process_time()
     started = time.perf_counter()
     if client is not None:
@@ -244,7 +247,7 @@ def run_export(project_id: int, fmt: str, http: bool) -> dict:
         newlines += block.count(b"\n") if http and fmt == "jsonl" else 0
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    db_cpu = _cpu_of(backend) - db_started
+    db_cpu = cpu_seconds([backend])[backend] - db_started
     if http:
         # A Parquet file says how many rows it holds in its footer; JSONL counts its lines.
         counted = newlines if fmt == "jsonl" else _parquet_rows(project)
@@ -280,12 +283,6 @@ def _parquet_rows(project) -> int:
 
     options = ExportOptions(shape=Shape.PAIRS, margin=True)
     return sum(1 for _ in export_rows(project=project, options=options))
-
-
-def _cpu_of(pid: int) -> float:
-    """CPU seconds (user and system) of a local process: the database backend's share."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -35,10 +35,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 import label_studio as ls
 from annotators import log, start_gunicorn
-from cpu_meter import CpuMeter, PrivatePostgres
+from cpu_meter import CpuMeter, PrivatePostgres, rss_mb
 from side_by_side import (
     PeakRss,
-    own_rss_mb,
     pairwise_items,
     prefhub_api,
     prefhub_import,
@@ -53,7 +52,7 @@ def measure(name: str, server_pid: int, postmaster_pid: int, run, count) -> dict
     """Time `run(file)`, then count the rows in what it wrote with `count(path)`."""
     with tempfile.NamedTemporaryFile(suffix=".export") as out:
         meter = CpuMeter(server_pid, postmaster_pid)
-        client_before = own_rss_mb()
+        client_before = rss_mb()
         with PeakRss(server_pid) as rss:
             meter.start()
             began = time.perf_counter()
@@ -61,7 +60,7 @@ def measure(name: str, server_pid: int, postmaster_pid: int, run, count) -> dict
             out.flush()
             seconds = time.perf_counter() - began
             cpu = meter.stop()
-        client_growth = own_rss_mb() - client_before
+        client_growth = rss_mb() - client_before
         rows = count(Path(out.name))
     log(
         f"{name:13s} {rows:7,} rows {seconds:7.2f} s  {rows / seconds:9,.0f} rows/s  "

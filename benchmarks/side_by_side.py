@@ -13,7 +13,6 @@ import threading
 import time
 
 import httpx
-import psutil
 from annotators import PASSWORD, create_database, setup_django
 
 TOPICS = [
@@ -192,7 +191,3 @@ class PeakRss:
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.before) / 2**20
-
-
-def own_rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
