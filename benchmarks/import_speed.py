@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -39,6 +38,9 @@ from side_by_side import (
     prefhub_prepare,
     prefhub_project,
     prompt_rows,
+    report,
+    server_arguments,
+    stop_servers,
 )
 
 
@@ -62,12 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--ls-venv", type=Path, default=ls.DEFAULT_VENV)
-    parser.add_argument("--no-peer", action="store_true", help="this app only")
-    parser.add_argument("--pg-port", type=int, default=5442)
-    parser.add_argument("--port", type=int, default=8107)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    server_arguments(parser)
     args = parser.parse_args()
 
     venv = None if args.no_peer else ls.ensure_venv(args.ls_venv)
@@ -111,25 +108,8 @@ def main() -> None:
                             )
                         )  # fmt: skip
         finally:
-            os.killpg(ours.pid, signal.SIGTERM)
-            ours.wait(timeout=30)
-            if peer is not None:
-                peer.stop()
-            from django.db import connections
-
-            connections.close_all()
-    ours_best = max(r["rate"] for r in results["this app"])
-    log(f"\nthis app: best {ours_best:,.0f} tasks/s")
-    if results["Label Studio"]:
-        peer_best = max(r["rate"] for r in results["Label Studio"])
-        cpu_ratio = min(r["cpu"] for r in results["Label Studio"]) / min(
-            r["cpu"] for r in results["this app"]
-        )
-        log(
-            f"Label Studio {ls.VERSION}: best {peer_best:,.0f} tasks/s\n"
-            f"ratio: {ours_best / peer_best:.2f}x Label Studio's tasks/s; "
-            f"Label Studio spends {cpu_ratio:.2f}x this app's server + PostgreSQL CPU"
-        )
+            stop_servers(ours, peer)
+    report(results, "tasks")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,19 @@ run those, not this.
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
+import signal
 import statistics
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
-from annotators import PASSWORD, create_database, setup_django
+import label_studio as ls
+from annotators import PASSWORD, create_database, log, setup_django
 
 TOPICS = [
     "sort a list of dictionaries by two keys in Python",
@@ -191,3 +197,42 @@ class PeakRss:
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.before) / 2**20
+
+
+# --- The comparison scripts' shared frame ------------------------------------------------
+
+
+def server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every side-by-side script takes for the two servers and the cluster."""
+    parser.add_argument("--ls-venv", type=Path, default=ls.DEFAULT_VENV)
+    parser.add_argument("--no-peer", action="store_true", help="this app only")
+    parser.add_argument("--pg-port", type=int, default=5442)
+    parser.add_argument("--port", type=int, default=8107)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def stop_servers(ours: subprocess.Popen, peer: ls.LabelStudio | None) -> None:
+    os.killpg(ours.pid, signal.SIGTERM)
+    ours.wait(timeout=30)
+    if peer is not None:
+        peer.stop()
+    from django.db import connections
+
+    connections.close_all()
+
+
+def report(results: dict[str, list[dict]], unit: str) -> None:
+    """Each app's best rate of `unit`s per second and, with the peer, the two ratios."""
+    best = max(r["rate"] for r in results["this app"])
+    log(f"\nthis app: best {best:,.0f} {unit}/s")
+    if results["Label Studio"]:
+        peer_best = max(r["rate"] for r in results["Label Studio"])
+        cpu_ratio = min(r["cpu"] for r in results["Label Studio"]) / min(
+            r["cpu"] for r in results["this app"]
+        )
+        log(
+            f"Label Studio {ls.VERSION}: best {peer_best:,.0f} {unit}/s\n"
+            f"ratio: {best / peer_best:.2f}x Label Studio's {unit}/s; Label Studio spends "
+            f"{cpu_ratio:.2f}x this app's server + PostgreSQL CPU"
+        )
