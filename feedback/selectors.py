@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
     Case,
+    Count,
     F,
     FilteredRelation,
     FloatField,
