@@ -6,6 +6,7 @@ ids are reserved from the table's sequence first, so that rows of the next table
 point at them. SQLite (the demo) has neither, and gets `bulk_create`.
 """
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,9 +48,13 @@ def rows_insert(model: type[models.Model], fields: Sequence[str], rows: Sequence
 
 
 def _json_as_text(row: tuple, json_at: list[int]) -> list[Any]:
-    # COPY's text format takes jsonb as JSON text; None stays NULL.
+    # COPY's text format takes jsonb as JSON text; None stays NULL. orjson refuses
+    # integers past 64 bits, which JSON (and jsonb) allow: json writes those.
     values = list(row)
     for index in json_at:
         if values[index] is not None:
-            values[index] = orjson.dumps(values[index]).decode()
+            try:
+                values[index] = orjson.dumps(values[index]).decode()
+            except TypeError:
+                values[index] = json.dumps(values[index])
     return values
