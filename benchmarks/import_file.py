@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "prefhub_bench_import"
 TARGET_TASKS_S = 13_000
 TARGET_PEAK_MB = 500
-WORDS = "the a model answer question reason because therefore clearly step naïve Grüße 東京".split()
+WORDS = ["the", "model", "answer", "question", "because", "therefore", "naïve", "Grüße", "東京"]
 
 
 def setup_django() -> None:

@@ -9,7 +9,6 @@ import re
 from typing import Annotated, Any, Literal
 
 import orjson
-
 from pydantic import (
     AfterValidator,
     BaseModel,

@@ -27,7 +27,8 @@ def read_rows(file: BinaryIO) -> Iterator[tuple[int, dict] | RowError]:
             if where := json_text_too_deep(line):
                 yield RowError(line_number, where, DEPTH_MESSAGE)
             else:
-                yield RowError(line_number, "line", f"invalid JSON: {exc.msg} at column {exc.colno}")
+                message = f"invalid JSON: {exc.msg} at column {exc.colno}"
+                yield RowError(line_number, "line", message)
             continue
         if not isinstance(value, dict):
             yield RowError(line_number, "line", "each line must be a JSON object")
