@@ -61,8 +61,10 @@ def create_database() -> None:
 
 def text(rng: random.Random, characters: int) -> str:
     words: list[str] = []
-    while sum(len(w) + 1 for w in words) < characters:
+    length = 0
+    while length < characters:
         words.append(rng.choice(WORDS))
+        length += len(words[-1]) + 1
     return " ".join(words).capitalize() + "."
 
 
