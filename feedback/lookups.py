@@ -5,7 +5,7 @@ and PostgreSQL plans anew for every batch; in the exports that cost a quarter of
 Other databases fall back to `IN (...)`.
 """
 
-from django.db.models import ForeignKey, IntegerField, Lookup
+from django.db.models import CharField, ForeignKey, IntegerField, Lookup
 
 
 class AnyOf(Lookup):
@@ -33,4 +33,5 @@ class AnyOf(Lookup):
 
 
 IntegerField.register_lookup(AnyOf)
+CharField.register_lookup(AnyOf)  # an import's external ids
 ForeignKey.register_lookup(AnyOf)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,8 +36,10 @@ def json_problem(value: Any) -> tuple[str, str] | None:
     """(where, what) for the first string holding NUL or value nested too deep, else None.
 
     `where` is a dotted path ("responses.0.text"). Walks without recursion, so any depth
-    that parsed can be checked.
+    that parsed can be checked; most values skip the walk (`_plainly_fine`).
     """
+    if _plainly_fine(value):
+        return None
     stack: list[tuple[Any, list[str]]] = [(value, [])]
     while stack:
         item, parts = stack.pop()
@@ -59,6 +62,37 @@ def json_problem(value: Any) -> tuple[str, str] | None:
                 return _path_text([*parts, name]), NUL_MESSAGE
             stack.append((child, [*parts, name]))
     return None
+
+
+def _plainly_fine(value: Any) -> bool:
+    """Whether orjson's encoding of `value` shows no NUL and too few brackets to nest past
+    MAX_JSON_DEPTH: a check at C speed that an import row passes in a few microseconds,
+    where the walk takes tens; a large value with many brackets (a request of many rows)
+    gets a walk over its containers only. False when orjson cannot encode it (bytes, big
+    integers): the full walk decides."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:
+        return False
+    if b"\\u0000" in encoded:
+        return False
+    return encoded.count(b"[") + encoded.count(b"{") <= MAX_JSON_DEPTH or _nested_at_most(
+        value, MAX_JSON_DEPTH
+    )
+
+
+def _nested_at_most(value: Any, limit: int) -> bool:
+    """Whether no container in `value` lies deeper than `limit`; visits containers only."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 >= limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
 
 
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')

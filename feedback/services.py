@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import logging
 import random
 import re
 import uuid
+from array import array
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -23,6 +27,7 @@ from django.utils import timezone
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
+from feedback.bulk import rows_insert
 from feedback.models import (
     FeedbackKind,
     FreeTextFeedback,
@@ -547,6 +552,11 @@ def pair_tasks_ensure(
 
 # --- Import --------------------------------------------------------------------------
 
+# Rows read, checked and written at a time: an import's memory is a batch's, whatever the
+# size of the file. Errors past ERRORS_KEPT are counted, not kept.
+IMPORT_BATCH_ROWS = 5000
+ERRORS_KEPT = 1000
+
 
 @dataclass(frozen=True)
 class RowError:
@@ -560,16 +570,18 @@ class RowError:
 
 
 class ImportRejected(FeedbackError):
-    """A file refused whole; `row_errors` name each line and field."""
+    """A file refused whole; `row_errors` name each line and field (the first ERRORS_KEPT
+    of them; `more` counts the rest)."""
 
-    def __init__(self, source: str, row_errors: list[RowError]) -> None:
+    def __init__(self, source: str, row_errors: list[RowError], more: int = 0) -> None:
         self.source = source
         self.row_errors = row_errors
+        total = len(row_errors) + more
         shown = "\n".join(f"{source}: {error}" for error in row_errors[:50])
-        more = len(row_errors) - 50
-        suffix = f"\n... and {more} more" if more > 0 else ""
+        unlisted = total - min(len(row_errors), 50)
+        suffix = f"\n... and {unlisted} more" if unlisted > 0 else ""
         super().__init__(
-            f"{source}: nothing imported, {len(row_errors)} error(s):\n{shown}{suffix}",
+            f"{source}: nothing imported, {total} error(s):\n{shown}{suffix}",
             errors={f"{e.unit} {e.line}.{e.field}": [e.message] for e in row_errors},
         )
 
@@ -582,7 +594,27 @@ class ImportResult:
     prompts: int = 0
     responses: int = 0
     tasks: int = 0
-    prompt_ids: list[int] = field(default_factory=list)
+    prompt_ids: Sequence[int] = field(default_factory=list)
+
+
+def row_parse(schema: type[Row], line: int, raw: Any, unit: str) -> Row | list[RowError]:
+    """One raw row parsed into `schema`, or every error it has."""
+    if not isinstance(raw, dict):
+        return [RowError(line, "row", "each row must be a JSON object", unit)]
+    if problem := json_problem(raw):
+        return [RowError(line, *problem, unit)]
+    try:
+        return schema.model_validate(raw)
+    except PydanticError as exc:
+        return [
+            RowError(
+                line,
+                ".".join(str(part) for part in error["loc"]) or "row",
+                error["msg"].removeprefix("Value error, "),
+                unit,
+            )
+            for error in exc.errors()
+        ]
 
 
 def rows_parse(
@@ -592,80 +624,202 @@ def rows_parse(
     parsed: list[tuple[int, Row]] = []
     errors: list[RowError] = []
     for line, raw in rows:
-        if problem := json_problem(raw):
-            errors.append(RowError(line, *problem, unit))
-            continue
-        try:
-            parsed.append((line, schema.model_validate(raw)))
-        except PydanticError as exc:
-            for error in exc.errors():
-                where = ".".join(str(part) for part in error["loc"]) or "row"
-                message = error["msg"].removeprefix("Value error, ")
-                errors.append(RowError(line, where, message, unit))
+        result = row_parse(schema, line, raw, unit)
+        if isinstance(result, list):
+            errors.extend(result)
+        else:
+            parsed.append((line, result))
     return parsed, errors
+
+
+class _PromptsImport:
+    """One import's state between batches: the errors so far and what was written."""
+
+    def __init__(self, project: Project, unit: str) -> None:
+        self.project = project
+        self.unit = unit
+        self.errors: list[RowError] = []
+        self.errors_more = 0
+        # Sorted, as ids come from a sequence: which line wrote each prompt, for repeats.
+        self.prompt_ids: array[int] = array("q")
+        self.prompt_lines: array[int] = array("q")
+        self.responses = 0
+        self.tasks = 0
+        self.layouts = task_layouts(project)
+        if Task.Layout.PAIR in self.layouts and pairs_by_selection(project):
+            self.layouts.remove(Task.Layout.PAIR)
+        # As text: psycopg writes a datetime into COPY at a few microseconds a row.
+        self.now = timezone.now().isoformat()
+
+    def error(self, error: RowError) -> None:
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append(error)
+        else:
+            self.errors_more += 1
+
+    def batch(self, items: Sequence[tuple[int, dict] | RowError]) -> None:
+        """Check a batch of rows and write the good ones. Rows are written even after an
+        error, so that an id repeated further on is still found; the caller's
+        transaction then rolls all of it back."""
+        parsed: list[tuple[int, ImportedRow]] = []
+        for item in items:
+            if isinstance(item, RowError):
+                self.error(item)
+                continue
+            result = row_parse(ImportedRow, *item, self.unit)
+            if isinstance(result, list):
+                for error in result:
+                    self.error(error)
+            else:
+                parsed.append((item[0], result))
+        parsed = self._without_taken_ids(parsed)
+        prompt_ids = rows_insert(
+            Prompt,
+            ("project_id", "external_id", "text", "messages", "metadata", "created_at"),
+            [
+                (
+                    self.project.pk,
+                    row.id,
+                    row.prompt_text,
+                    row.prompt_messages,
+                    row.metadata,
+                    self.now,
+                )
+                for _, row in parsed
+            ],
+        )
+        self.prompt_ids.extend(prompt_ids)
+        self.prompt_lines.extend(line for line, _ in parsed)
+        response_rows = [
+            (prompt_id, c.text, c.model, c.generation_params, self.now)
+            for prompt_id, (_, row) in zip(prompt_ids, parsed, strict=True)
+            for c in row.responses
+        ]
+        response_ids = rows_insert(
+            Response,
+            ("prompt_id", "text", "model_name", "generation_params", "created_at"),
+            response_rows,
+        )
+        self.responses += len(response_ids)
+        by_prompt: dict[int, list[int]] = defaultdict(list)
+        for (prompt_id, *_), response_id in zip(response_rows, response_ids, strict=True):
+            by_prompt[prompt_id].append(response_id)
+        self._tasks_write(by_prompt)
+
+    def _without_taken_ids(
+        self, parsed: list[tuple[int, ImportedRow]]
+    ) -> list[tuple[int, ImportedRow]]:
+        """The rows whose id the project has not got, each other's error for the rest."""
+        owner = dict(
+            Prompt.objects.filter(
+                project=self.project,
+                external_id__any={row.id for _, row in parsed if row.id},
+            )
+            .exclude(external_id="")
+            .values_list("external_id", "pk")
+        )
+        seen: dict[str, int] = {}
+        kept = []
+        for line, row in parsed:
+            if row.id in owner:
+                index = bisect_left(self.prompt_ids, owner[row.id])
+                if index < len(self.prompt_ids) and self.prompt_ids[index] == owner[row.id]:
+                    first = self.prompt_lines[index]
+                    message = f"'{row.id}' repeats {self.unit} {first}"
+                else:
+                    message = f"prompt '{row.id}' already exists"
+                self.error(RowError(line, "id", message, self.unit))
+            elif row.id and row.id in seen:
+                message = f"'{row.id}' repeats {self.unit} {seen[row.id]}"
+                self.error(RowError(line, "id", message, self.unit))
+            else:
+                seen[row.id] = line
+                kept.append((line, row))
+        return kept
+
+    def _tasks_write(self, responses: dict[int, list[int]]) -> None:
+        planned = [
+            (prompt_id, layout, *display_order(ids))
+            for prompt_id, response_ids in responses.items()
+            for layout, ids in tasks_plan(self.project, response_ids, self.layouts)
+        ]
+        task_ids = rows_insert(
+            Task,
+            (
+                "project_id",
+                "prompt_id",
+                "layout",
+                "priority",
+                "slots_taken",
+                "is_full",
+                "display_seed",
+                "created_at",
+            ),
+            [
+                (self.project.pk, prompt_id, layout, 0.0, 0, False, seed, self.now)
+                for prompt_id, layout, _, seed in planned
+            ],
+        )
+        rows_insert(
+            TaskResponse,
+            ("task_id", "response_id", "position"),
+            [
+                (task_id, response_id, position)
+                for task_id, (_, _, ids, _) in zip(task_ids, planned, strict=True)
+                for position, response_id in enumerate(ids)
+            ],
+        )
+        self.tasks += len(task_ids)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for the duration: an import makes ~30 objects a row
+    (parsed JSON, pydantic models, rows to write) that live for a batch, and the collector
+    kept scanning them and the whole heap, a third of the import's CPU time. Process-wide,
+    so other threads of the worker run without it meanwhile too."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @transaction.atomic
 def prompts_import(
     *,
     project: Project,
-    rows: Iterable[tuple[int, dict]],
+    rows: Iterable[tuple[int, dict] | RowError],
     source: str = "import",
     unit: str = "line",
 ) -> ImportResult:
     """Import prompts with their responses and create their tasks, all or nothing.
 
-    `rows` yields (line number, raw dict) as the readers in feedback.io produce them; a
-    reader's own parse errors arrive as ImportRejected before anything is written.
+    `rows` yields (line number, raw dict) as the readers in feedback.io produce them, or a
+    RowError for a line a reader could not read. Works through IMPORT_BATCH_ROWS rows at a
+    time, so a file of any size imports in the memory of a batch; any error rolls back
+    every batch written before it, and ImportRejected names each line and field.
     """
-    parsed, errors = rows_parse(ImportedRow, rows, unit)
-    seen: dict[str, int] = {}
-    existing = set(
-        Prompt.objects.filter(
-            project=project, external_id__in=[row.id for _, row in parsed if row.id]
-        ).values_list("external_id", flat=True)
-    )
-    for line, row in parsed:
-        if not row.id:
-            continue
-        if row.id in existing:
-            errors.append(RowError(line, "id", f"prompt '{row.id}' already exists", unit))
-        elif row.id in seen:
-            errors.append(RowError(line, "id", f"'{row.id}' repeats {unit} {seen[row.id]}", unit))
-        seen.setdefault(row.id, line)
-    if errors:
-        raise ImportRejected(source, sorted(errors, key=lambda e: e.line))
-    if not parsed:
+    state = _PromptsImport(project, unit)
+    items = iter(rows)
+    with _collector_paused():
+        while batch := list(itertools.islice(items, IMPORT_BATCH_ROWS)):
+            state.batch(batch)
+            gc.collect(1)  # the batch's own cycles, if any; older objects are not scanned
+    if state.errors:
+        errors = sorted(state.errors, key=lambda e: e.line)
+        raise ImportRejected(source, errors, more=state.errors_more)
+    if not state.prompt_ids:
         raise ImportRejected(source, [RowError(0, "file", "no rows found")])
-
-    prompts = Prompt.objects.bulk_create(
-        Prompt(
-            project=project,
-            external_id=row.id,
-            text=row.prompt_text,
-            messages=row.prompt_messages,
-            metadata=row.metadata,
-        )
-        for _, row in parsed
-    )
-    responses = Response.objects.bulk_create(
-        Response(
-            prompt=prompt,
-            text=candidate.text,
-            model_name=candidate.model,
-            generation_params=candidate.generation_params,
-        )
-        for prompt, (_, row) in zip(prompts, parsed, strict=True)
-        for candidate in row.responses
-    )
-    tasks = tasks_extend(project=project, prompt_ids=[prompt.pk for prompt in prompts])
-    if responses:
+    if state.responses:
         _score_new_responses(project)
     return ImportResult(
-        prompts=len(prompts),
-        responses=len(responses),
-        tasks=len(tasks),
-        prompt_ids=[prompt.pk for prompt in prompts],
+        prompts=len(state.prompt_ids),
+        responses=state.responses,
+        tasks=state.tasks,
+        prompt_ids=state.prompt_ids,
     )
 
 

@@ -16,10 +16,11 @@ READERS = {
 
 
 def prompts_import_file(*, project: Project, file: BinaryIO, name: str) -> ImportResult:
-    """Import a JSONL, CSV or Parquet file of prompts and responses, all or nothing."""
+    """Import a JSONL, CSV or Parquet file of prompts and responses, all or nothing,
+    reading it as it imports (prompts_import's batches), never whole."""
     suffix = Path(name).suffix.lower()
     if suffix not in READERS:
         known = ", ".join(sorted(READERS))
         raise ImportRejected(name, [RowError(0, "file", f"unknown file type; use one of {known}")])
     reader, unit = READERS[suffix]
-    return prompts_import(project=project, rows=reader(file, name), source=name, unit=unit)
+    return prompts_import(project=project, rows=reader(file), source=name, unit=unit)

@@ -7,34 +7,33 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from feedback.schemas import DEPTH_MESSAGE
-from feedback.services import ImportRejected, RowError
+from feedback.services import RowError
 
 RESPONSE_COLUMN = re.compile(r"^(response|model)_(\d+)$")
 JSON_COLUMNS = ("messages", "metadata", "responses")
 
 
-def read_rows(file: BinaryIO, name: str) -> list[tuple[int, dict]]:
+def read_rows(file: BinaryIO) -> Iterator[tuple[int, dict] | RowError]:
+    """(line number, row) per record, read as the import consumes them; a RowError for a
+    bad value, and one for the file where it stops being CSV."""
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(text)
     try:
-        text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
-        reader = csv.DictReader(text)
-        records = [(reader.line_num, record) for record in reader]
+        for record in reader:
+            line = reader.line_num
+            if None in record:
+                yield RowError(line, "row", "more values than header columns")
+                continue
+            row, row_errors = _row(line, record)
+            yield from row_errors
+            if not row_errors:
+                yield line, row
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise ImportRejected(name, [RowError(0, "file", f"unreadable CSV: {exc}")]) from exc
-    rows: list[tuple[int, dict]] = []
-    errors: list[RowError] = []
-    for line, record in records:
-        if None in record:
-            errors.append(RowError(line, "row", "more values than header columns"))
-            continue
-        row, row_errors = _row(line, record)
-        errors.extend(row_errors)
-        rows.append((line, row))
-    if errors:
-        raise ImportRejected(name, errors)
-    return rows
+        yield RowError(0, "file", f"unreadable CSV: {exc}")
 
 
 def _row(line: int, record: dict[str, str]) -> tuple[dict, list[RowError]]:

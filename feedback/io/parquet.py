@@ -1,25 +1,28 @@
 """Parquet, in the column layout of a Hugging Face data set."""
 
+from collections.abc import Iterator
 from typing import BinaryIO
 
-from feedback.services import ImportRejected, RowError
+from feedback.services import RowError
+
+BATCH_ROWS = 5000  # rows converted to Python at a time
 
 
-def read_rows(file: BinaryIO, name: str) -> list[tuple[int, dict]]:
+def read_rows(file: BinaryIO) -> Iterator[tuple[int, dict] | RowError]:
+    """(row number, row) per row, a record batch at a time."""
     # Imported here: pyarrow is large, and web workers rarely read Parquet.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(file)
+        parquet = pq.ParquetFile(file)
+        row_number = 0
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            for record in batch.to_pylist():
+                row_number += 1
+                yield row_number, _without_nulls(record)
     except (pa.ArrowException, OSError) as exc:
-        raise ImportRejected(
-            name, [RowError(0, "file", f"unreadable Parquet: {exc}", "row")]
-        ) from exc
-    return [
-        (row_number, _without_nulls(record))
-        for row_number, record in enumerate(table.to_pylist(), start=1)
-    ]
+        yield RowError(0, "file", f"unreadable Parquet: {exc}", "row")
 
 
 def _without_nulls(record: dict) -> dict:

@@ -3,8 +3,10 @@
 import pytest
 from django.urls import reverse
 
-from feedback.models import Prompt, Response, Task
+from feedback import services
+from feedback.models import Prompt, Response, Task, TaskResponse
 from tests.factories import PromptFactory
+from tests.feedback.services.test_prompts_import_batches import numbered_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +91,24 @@ def test_text_with_a_nul_character_is_refused_not_a_server_error(admin_client, p
     )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("rows.1.prompt: contains the NUL character")
+
+
+def test_a_request_of_many_rows_stores_every_row_once(admin_client, project, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_BATCH_ROWS", 4)  # 11 rows cross three batches
+    response = admin_client.post(
+        reverse("api:prompt-list", args=[project.pk]), {"rows": numbered_rows(11)}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    prompts = Prompt.objects.filter(project=project)
+    assert sorted(response.json()["prompt_ids"]) == sorted(prompts.values_list("pk", flat=True))
+    assert sorted(prompts.values_list("external_id", flat=True)) == sorted(
+        f"q{n}" for n in range(11)
+    )
+    assert Response.objects.filter(prompt__project=project).count() == 22
+    chat = prompts.get(external_id="q9")
+    assert chat.text == "" and chat.messages[0]["role"] == "system"
+    # Per prompt of two responses: two single tasks, one pair, one list.
+    assert Task.objects.filter(project=project).count() == response.json()["tasks"] == 44
+    pair = Task.objects.get(prompt=chat, layout="pair")
+    assert set(pair.links.values_list("response__prompt", flat=True)) == {chat.pk}
+    assert TaskResponse.objects.filter(task__project=project).count() == 11 * (2 + 2 + 2)
