@@ -617,7 +617,7 @@ def _response_table(project: Project, *, reread: bool = False) -> _ResponseTable
         _response_tables.pop(key, None)
         _response_tables[key] = (version, table)
         while len(_response_tables) > RESPONSE_TABLES_KEPT:
-            del _response_tables[next(iter(_response_tables))]
+            _response_tables.pop(next(iter(_response_tables)), None)  # a thread may be first
     return table
 
 
