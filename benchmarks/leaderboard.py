@@ -11,8 +11,10 @@ with the strengths the votes were drawn from.
 The app counts each vote into PairwiseTally as it stores it (`submission_create`); votes
 stored by COPY are counted afterwards by `pairwise_tally_rebuild`, the SQL of the
 migration's backfill. That count is shown, not timed with the leaderboard: the leaderboard
-reads the counts, a row per voted task. Times are wall-clock; CPU seconds are this process's
-plus those of its database server process (read from /proc when the server is local).
+reads the counts, a row per voted task, and its first call the project's responses (model,
+prompt, style), which later calls find in memory. Times are wall-clock; CPU seconds are
+this process's plus those of its database server process (read from /proc when the
+server is local).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/prefhub python benchmarks/leaderboard.py
     python benchmarks/leaderboard.py --votes 20000 --models 10     # a smoke run
@@ -336,7 +338,9 @@ def run(args: argparse.Namespace, url: str) -> int:
 
     project = Project.objects.get(pk=project_id)
     print(f"{args.votes:,} votes, {args.models} models, {args.resamples} resamples", flush=True)
-    # The first call pays for imports (scipy.sparse) and a cold cache; both are shown.
+    # The first call pays for imports (scipy.sparse), a cold cache and the read of the
+    # project's responses, which later calls find in memory (`_response_table`, until an
+    # edit of a response); both are shown.
     board, cold, cold_cpu = cpu_timed(
         selectors.project_leaderboard,
         project=project,
@@ -408,8 +412,8 @@ def run(args: argparse.Namespace, url: str) -> int:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'step':<58} {'seconds':>8} {'CPU s':>7}")
     for label, seconds, cpu in [
-        ("leaderboard, first call (counts, fit, bootstrap, style)", cold, cold_cpu),
-        ("leaderboard, second call", warm, warm_cpu),
+        ("leaderboard, first call (reads the responses too)", cold, cold_cpu),
+        ("leaderboard, second call (counts, fit, bootstrap, style)", warm, warm_cpu),
         ("leaderboard with online Elo (when asked)", with_elo, with_elo_cpu),
         (f"  counts read in SQL ({len(counts.task):,} rows)", counting, counting_cpu),
         ("  folded into model pairs", folding, folding_cpu),

@@ -853,6 +853,27 @@ class PairwiseTally(models.Model):
         return f"pairwise tally of task {self.task_id}"
 
 
+class ResponseEdit(models.Model):
+    """When a project's stored responses last changed (an UPDATE of any of them: model
+    name, text, prompt), as a number drawn from a sequence, so never the same twice.
+
+    Written only by a PostgreSQL trigger (migration 0013), whatever made the change (the
+    admin, SQL); nothing in Django saves it. The leaderboard keeps each project's
+    response table in memory under this number instead of reading hundreds of thousands
+    of responses for every build; a rolled-back change leaves the earlier number, whose
+    table is again the right one. New responses need no number: the leaderboard rereads
+    when a vote names a response it has not seen.
+    """
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    version = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"responses of project {self.project_id}: version {self.version}"
+
+
 class RatingFeedback(models.Model):
     """One aspect's score of one response."""
 

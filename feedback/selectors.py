@@ -5,6 +5,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import cached_property
 from statistics import fmean
 from typing import Any
@@ -47,6 +48,7 @@ from feedback.models import (
     RatingAspect,
     RatingFeedback,
     Response,
+    ResponseEdit,
     SpanFeedback,
     SpanLabel,
     Submission,
@@ -559,16 +561,44 @@ class LeaderboardCounts:
     second_style: np.ndarray
 
 
-def _leaderboard_counts(
-    project: Project, sources: str, category: tuple[str, str] | None, entries: QuerySet | None
-) -> LeaderboardCounts:
-    """The slice's votes counted per task (pairwise, from PairwiseTally) and per response
-    pair (rankings), with their responses' prompts, models and style.
+@dataclass(frozen=True)
+class _ResponseTable:
+    """A project's responses, sorted by id: columns id, prompt, model (an index into
+    `names`, -1 for a person), then STYLE_COLUMNS."""
 
-    All numbers: the responses' columns are read once, grouped by model, and joined here
-    by id (joining a few hundred thousand responses twice in SQL cost more than the
-    counting); a model is its index in the sorted list of the project's models.
+    names: list[str]
+    rows: np.ndarray
+    ids: np.ndarray
+
+    def find(self, ids: np.ndarray) -> np.ndarray | None:
+        """The rows of these response ids; None if one is not in the table."""
+        at = np.searchsorted(self.ids, ids)
+        if len(ids) and (at.max() >= len(self.ids) or (self.ids[at] != ids).any()):
+            return None
+        return self.rows[at]
+
+
+RESPONSE_TABLES_KEPT = 4  # projects whose response table stays in memory (7 int64 a response)
+_response_tables: dict[tuple[str, int, datetime], tuple[int, _ResponseTable]] = {}
+
+
+def _response_table(project: Project, *, reread: bool = False) -> _ResponseTable:
+    """The project's response table, from memory while its ResponseEdit number is the
+    one it was read under (PostgreSQL: elsewhere no trigger keeps that number).
+
+    Reading 400,000 responses cost more than the rest of the counts together. The number
+    is read before the responses: a change committed in between is then in the table,
+    read under the older number, and the next build rereads it.
     """
+    # The creation time too: a database made again under its name may reuse the id.
+    key = (connection.settings_dict["NAME"], project.pk, project.created_at)
+    version = None
+    if connection.vendor == "postgresql":
+        edit = ResponseEdit.objects.filter(project=project).values_list("version", flat=True)
+        version = next(iter(edit), 0)
+        kept = _response_tables.get(key)
+        if not reread and kept is not None and kept[0] == version:
+            return kept[1]
     styles = ", ".join(f"r.{column}" for column in STYLE_COLUMNS)
     by_model = _integer_rows(
         f"SELECT r.model_name, r.id, r.prompt_id, {styles} FROM {Response._meta.db_table} r"
@@ -578,12 +608,31 @@ def _leaderboard_counts(
     )
     names = sorted(name for name in by_model if name)  # "": written by a person
     code = {name: n for n, name in enumerate(names)}
-    responses = np.concatenate(
+    rows = np.concatenate(
         [np.insert(rows, 2, code.get(name, -1), axis=1) for name, rows in by_model.items()]
         or [np.empty((0, 3 + len(STYLE_COLUMNS)), dtype=np.int64)]
     )
-    responses = responses[np.argsort(responses[:, 0])]
-    ids = np.ascontiguousarray(responses[:, 0])
+    rows = rows[np.argsort(rows[:, 0])]
+    table = _ResponseTable(names, rows, np.ascontiguousarray(rows[:, 0]))
+    if version is not None:
+        _response_tables.pop(key, None)
+        _response_tables[key] = (version, table)
+        while len(_response_tables) > RESPONSE_TABLES_KEPT:
+            _response_tables.pop(next(iter(_response_tables)), None)  # a thread may be first
+    return table
+
+
+def _leaderboard_counts(
+    project: Project, sources: str, category: tuple[str, str] | None, entries: QuerySet | None
+) -> LeaderboardCounts:
+    """The slice's votes counted per task (pairwise, from PairwiseTally) and per response
+    pair (rankings), with their responses' prompts, models and style.
+
+    All numbers: the responses' columns come from `_response_table` and are joined here
+    by id (joining a few hundred thousand responses twice in SQL cost more than the
+    counting); a model is its index in the sorted list of the project's models.
+    """
+    responses = _response_table(project)
     kinds = {"annotators": ["annotator"], "judges": ["judge"]}.get(sources, ["annotator", "judge"])
     outcomes = {
         outcome: sum((F(f"{kind}_{outcome}") for kind in kinds[1:]), F(f"{kinds[0]}_{outcome}"))
@@ -614,10 +663,16 @@ def _leaderboard_counts(
             6,
         )
         rows = np.concatenate([rows, ranked.get("", no_rows)])
-    first = responses[np.searchsorted(ids, rows[:, 0])]
-    second = responses[np.searchsorted(ids, rows[:, 1])]
+    pair = rows[:, :2].ravel()
+    found = responses.find(pair)
+    if found is None:  # a response added since the table was read
+        responses = _response_table(project, reread=True)
+        found = responses.find(pair)
+        if found is None:
+            raise LookupError("A voted response was deleted while the leaderboard read it.")
+    first, second = found[0::2], found[1::2]
     return LeaderboardCounts(
-        names=names,
+        names=responses.names,
         first_response=rows[:, 0],
         second_response=rows[:, 1],
         prompt=first[:, 1],
@@ -638,20 +693,28 @@ def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> dict[str, np
 
     PostgreSQL packs a group's rows into one bytea of big-endian int64s, which numpy
     reads as it is: as rows of Python ints (or by COPY, a message per row), 200,000 rows
-    took longer than the query. Other databases: fetchall.
+    took longer than the query. The result comes in binary, on a cursor of its own with
+    server-side binding (Django's client-side cursors return text only): in text, the
+    server wrote each bytea out in hex, twice its size, and the client decoded it back.
+    Other databases: fetchall.
     """
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
             groups = defaultdict(list)
             for key, *values in cursor.fetchall():
                 groups[key].append(values)
-            return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
-        packed = " || ".join(f"int8send(CAST(q.c{n} AS bigint))" for n in range(columns))
-        names = ", ".join(f"c{n}" for n in range(columns))
+        return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
+    import psycopg  # the PostgreSQL backend's driver
+
+    packed = " || ".join(f"int8send(CAST(q.c{n} AS bigint))" for n in range(columns))
+    names = ", ".join(f"c{n}" for n in range(columns))
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             f"SELECT q.key, string_agg({packed}, '') FROM ({sql}) q(key, {names}) GROUP BY q.key",
             params,
+            binary=True,
         )
         groups = cursor.fetchall()
     return {

@@ -199,6 +199,28 @@ def test_counts_follow_answers_as_they_are_replaced_and_tasks_as_they_are_delete
     assert tallies(project) == kept
 
 
+def test_the_board_follows_responses_edited_or_added_after_it_was_read(arena):
+    """The response table kept in memory (keyed on the trigger's ResponseEdit number)
+    is read again after an edit by any means, and after votes on new responses."""
+    project, annotators, judge = arena
+    vote_all(project, annotators, judge, layouts=["pair"])
+    project_leaderboard(project=project, resamples=0)
+    Response.objects.filter(prompt__project=project, model_name="alpha").update(
+        model_name="alpha 2"
+    )
+    board = project_leaderboard(project=project, resamples=0)
+    assert board_counts(board) == python_count(project)[0]
+    assert "alpha 2" in {m.model for m in board.models}
+    prompt = PromptFactory(project=project)
+    for model in ("delta", "alpha 2"):
+        ResponseFactory(prompt=prompt, model_name=model)
+    tasks_extend(project=project, prompt_ids=[prompt.pk])
+    vote_all(project, annotators, judge, layouts=["pair"])
+    board = project_leaderboard(project=project, resamples=0)
+    assert board_counts(board) == python_count(project)[0]
+    assert "delta" in {m.model for m in board.models}
+
+
 def test_the_stronger_model_ranks_higher_with_intervals_and_online_elo(arena):
     project, annotators, judge = arena
     vote_all(project, annotators, judge)
