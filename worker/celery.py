@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # gunicorn through config, Celery through -A worker). OpenMP threads spin-wait between
 # parallel regions by default; when other processes hold the cores (a shared server, a
 # laptop's browser), a spinning thread takes the CPU from the one doing the work, and a
-# SmolLM2 decode step on 2 busy cores took 2.5 s instead of 0.1 s. Passive threads sleep.
+# SmolLM2 decode step on 2 busy cores took 2.5 s instead of 0.3 s. Passive threads sleep.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = Celery("prefhub")
