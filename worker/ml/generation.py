@@ -22,6 +22,7 @@ A prompt whose tokens plus max_new_tokens do not fit the model's context is not 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tempfile
 import zlib
@@ -45,6 +46,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from worker.ml.device import Device
+
+logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 Chat = Sequence[Message]
@@ -169,16 +172,21 @@ def _save_converted(
 ) -> None:
     """Write the checkpoint beside its final place, then rename it there: a worker never
     sees half a checkpoint, and of two workers converting at once the second one's rename
-    fails and its copy is dropped."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    fails and its copy is dropped. A cache that cannot be written is skipped, not fatal:
+    the model is loaded either way."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as error:
+        logger.warning("GGUF conversion not kept in %s: %s", target.parent, error)
+        return
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         staging.rename(target)
-    except OSError:
+    except OSError as error:
         if not target.is_dir():
-            raise
+            logger.warning("GGUF conversion not kept in %s: %s", target, error)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
