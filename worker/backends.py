@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from django.conf import settings
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from feedback.endpoints import endpoint_get, local_model_refusal
@@ -100,7 +101,8 @@ _loaded: dict[str, LocalGenerator] = {}
 
 
 def generator_load(spec: ModelSpec) -> TextGenerator:
-    """A generator for `spec`; a `.gguf` location loads that file from its directory.
+    """A generator for `spec`; a `.gguf` location loads that file from its directory (its
+    conversion is kept under ARTIFACT_ROOT/gguf for the next load, see `load_causal_lm`).
 
     Local models are cached one at a time per worker process; loading another drops the
     previous one first, so two models never share the memory. Raises ValueError for an
@@ -124,7 +126,10 @@ def generator_load(spec: ModelSpec) -> TextGenerator:
         if location.endswith(".gguf"):
             path = Path(location)
             model, tokenizer = load_causal_lm(
-                str(path.parent), gguf_file=path.name, device=worker_device()
+                str(path.parent),
+                gguf_file=path.name,
+                device=worker_device(),
+                gguf_cache=settings.ARTIFACT_ROOT / "gguf",
             )
         else:
             model, tokenizer = load_causal_lm(location, device=worker_device())

@@ -14,6 +14,7 @@ import pytest
 from feedback.jobs import job_start
 from feedback.models import Job, JudgeOutput, Response, Task
 from tests.factories import JudgeFactory, ProjectFactory, PromptFactory
+from worker import backends
 from worker.tasks import generate_candidates, run_judge
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -27,7 +28,8 @@ def smollm2_gguf() -> Path:
     return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
 
 
-def test_smollm2_generates_candidates_and_judges_them(smollm2_gguf):
+def test_smollm2_generates_candidates_and_judges_them(smollm2_gguf, settings, tmp_path):
+    settings.ARTIFACT_ROOT = tmp_path
     project = ProjectFactory(
         collects_rating=False,
         collects_ranking=False,
@@ -54,6 +56,11 @@ def test_smollm2_generates_candidates_and_judges_them(smollm2_gguf):
     assert responses.count() == 4
     assert all(r.text.strip() and r.model_name == "SmolLM2-135M-Instruct" for r in responses)
     assert Task.objects.filter(project=project, layout="pair").count() == 2
+
+    # The conversion of the GGUF file is kept: the judge's worker, a fresh one here,
+    # loads that checkpoint instead of converting the file again.
+    assert list(tmp_path.glob("gguf/SmolLM2-135M-Instruct*/model.safetensors"))
+    backends._loaded.clear()
 
     # A short template keeps the test quick on a CPU; the default one is a page long.
     judge = JudgeFactory(

@@ -21,14 +21,20 @@ A prompt whose tokens plus max_new_tokens do not fit the model's context is not 
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import shutil
+import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -40,6 +46,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from worker.ml.device import Device
+
+logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 Chat = Sequence[Message]
@@ -112,23 +120,75 @@ def seed_salt(name: str) -> int:
 
 
 def load_causal_lm(
-    name_or_path: str, *, gguf_file: str | None = None, device: Device
+    name_or_path: str,
+    *,
+    gguf_file: str | None = None,
+    device: Device,
+    gguf_cache: Path | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory (or a GGUF file in it).
 
     The tokenizer pads on the left (generation appends on the right) and always has a pad
     token; the model is moved to `device` in `device.dtype` and put in eval mode.
+    gguf_cache: a directory where a GGUF file, once converted, is kept as a transformers
+    checkpoint (`gguf_converted_dir`): converting parses the file three times and rebuilds
+    the tokenizer in Python (a minute on a busy CPU for SmolLM2-135M); the checkpoint
+    loads in seconds, in every later worker.
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file)
+    source, gguf, keep = name_or_path, gguf_file, None
+    if gguf_file is not None and gguf_cache is not None:
+        converted = gguf_converted_dir(Path(name_or_path) / gguf_file, gguf_cache, device.dtype)
+        if converted.is_dir():
+            source, gguf = str(converted), None
+        else:
+            keep = converted
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=device.dtype)
+    if keep is not None and all(p.dtype == device.dtype for p in model.parameters()):
+        # De-quantized, a plain model now (weights left in GGUF blocks, as with the
+        # `kernels` package, are not kept: they load quickly anyway).
+        model.hf_quantizer.remove_quantization_config(model)
+        _save_converted(model, tokenizer, keep)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, gguf_file=gguf_file, dtype=device.dtype
-    )
     model.to(device.torch)
     model.eval()
     return model, tokenizer
+
+
+def gguf_converted_dir(gguf: Path, cache: Path, dtype: torch.dtype) -> Path:
+    """Where `gguf`'s conversion lives under `cache`: named by the file's content, the
+    transformers version that converted it (its mapping of GGUF names changes between
+    releases) and the dtype the weights were stored in."""
+    with gguf.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    kind = str(dtype).removeprefix("torch.")
+    return cache / f"{gguf.stem}-{digest}-transformers{transformers.__version__}-{kind}"
+
+
+def _save_converted(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path
+) -> None:
+    """Write the checkpoint beside its final place, then rename it there: a worker never
+    sees half a checkpoint, and of two workers converting at once the second one's rename
+    fails and its copy is dropped. A cache that cannot be written is skipped, not fatal:
+    the model is loaded either way."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as error:
+        logger.warning("GGUF conversion not kept in %s: %s", target.parent, error)
+        return
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError as error:
+        if not target.is_dir():
+            logger.warning("GGUF conversion not kept in %s: %s", target, error)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, chat: Chat) -> str:
