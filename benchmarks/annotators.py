@@ -48,6 +48,13 @@ def create_database(name: str, server: str = PG) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def ensure_database(name: str, server: str = PG) -> None:
+    """Create the database unless it exists (a rerun keeps what it seeded)."""
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
 def drop_database(name: str, server: str = PG) -> None:
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -55,6 +62,7 @@ def drop_database(name: str, server: str = PG) -> None:
 
 def setup_django(db_url: str) -> None:
     os.environ["DATABASE_URL"] = db_url
+    os.environ.setdefault("DJANGO_DEBUG", "0")  # DEBUG would keep every query in memory
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "django-insecure-benchmark-only-key")
     sys.path.insert(0, str(ROOT))

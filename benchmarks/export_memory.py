@@ -27,35 +27,16 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
+from annotators import PG, ensure_database, setup_django
 from cpu_meter import cpu_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
 DATABASE = os.environ.get("EXPORT_BENCH_DATABASE", "prefhub_bench_export")
+DATABASE_URL = f"{PG}/{DATABASE}"
 ANNOTATORS = 5  # each pair task is judged by five annotators
 TARGET_ROWS_S = 20_000
 TARGET_PEAK_MB = 300
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
-    os.environ.setdefault("DJANGO_DEBUG", "0")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "django-insecure-benchmark-only-key")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-
-
-def create_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-            c.execute(f'CREATE DATABASE "{DATABASE}"')
 
 
 def seed(records: int) -> int:
@@ -294,12 +275,12 @@ def main() -> int:
     parser.add_argument("--run", nargs=2, metavar=("PROJECT_ID", "FORMAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        setup_django()
+        setup_django(DATABASE_URL)
         print(json.dumps(run_export(int(args.run[0]), args.run[1], args.http)))
         return 0
 
-    create_database()
-    setup_django()
+    ensure_database(DATABASE)
+    setup_django(DATABASE_URL)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

@@ -33,30 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.path.dirname(__file__))
+from annotators import PG, ensure_database, setup_django
+
 DATABASE = "prefhub_bench_import"
+DATABASE_URL = f"{PG}/{DATABASE}"
 TARGET_TASKS_S = 13_000
 TARGET_PEAK_MB = 500
 WORDS = ["the", "model", "answer", "question", "because", "therefore", "naïve", "Grüße", "東京"]
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
-    os.environ.setdefault("DJANGO_DEBUG", "0")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "django-insecure-benchmark-only-key")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-
-
-def create_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-            c.execute(f'CREATE DATABASE "{DATABASE}"')
 
 
 def text(rng: random.Random, characters: int) -> str:
@@ -190,11 +174,11 @@ def main() -> int:
     parser.add_argument("--import-file", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.import_file:
-        setup_django()
+        setup_django(DATABASE_URL)
         import_file(int(args.import_file[0]), args.import_file[1])
         return 0
-    create_database()
-    setup_django()
+    ensure_database(DATABASE)
+    setup_django(DATABASE_URL)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
