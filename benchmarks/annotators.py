@@ -375,6 +375,17 @@ def server_processes(server: subprocess.Popen, db_url: str) -> dict[str, list[in
     return {"gunicorn": [server.pid, *map(int, children)], "PostgreSQL": [p for (p,) in backends]}
 
 
+def download(api: httpx.Client, url: str, params: dict, out) -> int:
+    """Stream a GET into the file `out`, as a browser saves a download; returns the bytes."""
+    size = 0
+    with api.stream("GET", url, params=params) as reply:
+        reply.raise_for_status()
+        for chunk in reply.iter_bytes():
+            size += len(chunk)
+            out.write(chunk)
+    return size
+
+
 # --- Simulated annotators -------------------------------------------------------------
 
 TASK_ID = re.compile(r'data-task-id="(\d+)"')

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import label_studio as ls
-from annotators import log, start_gunicorn
+from annotators import download, log, start_gunicorn
 from cpu_meter import CpuMeter, PrivatePostgres, rss_mb
 from side_by_side import (
     PeakRss,
@@ -76,14 +76,8 @@ def measure(name: str, server_pid: int, postmaster_pid: int, run, count) -> dict
 
 def ours_export(api, project_id: int):
     def run(out) -> int:
-        size = 0
         params = {"shape": "pairs", "format": "jsonl", "ties": "keep_as_column"}
-        with api.stream("GET", f"/api/projects/{project_id}/export/", params=params) as r:
-            r.raise_for_status()
-            for chunk in r.iter_bytes():
-                size += len(chunk)
-                out.write(chunk)
-        return size
+        return download(api, f"/api/projects/{project_id}/export/", params, out)
 
     return run
 

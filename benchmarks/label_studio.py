@@ -35,6 +35,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
+sys.path.insert(0, os.path.dirname(__file__))
+from annotators import download
+
 VERSION = "1.23.2"
 DEFAULT_VENV = Path("/work/lsvenv")
 PASSWORD = "bench-pass-ls-1"
@@ -323,14 +326,7 @@ def submit(api: httpx.Client, project_id: int, task_id: int, choice: str, lead_t
 def export_json(api: httpx.Client, project_id: int, out) -> int:
     """Download the project's JSON export (its default format) into the file `out`, as a
     browser saves it; returns the bytes. Rows: `count_annotations` of the file."""
-    size = 0
-    params = {"exportType": "JSON"}
-    with api.stream("GET", f"/api/projects/{project_id}/export", params=params) as r:
-        r.raise_for_status()
-        for chunk in r.iter_bytes():
-            size += len(chunk)
-            out.write(chunk)
-    return size
+    return download(api, f"/api/projects/{project_id}/export", {"exportType": "JSON"}, out)
 
 
 def count_annotations(path: Path) -> int:
