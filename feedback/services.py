@@ -394,6 +394,15 @@ def task_layouts(project: Project) -> list[Task.Layout]:
     return layouts
 
 
+def layouts_planned_up_front(project: Project) -> list[Task.Layout]:
+    """The layouts whose tasks are made when responses arrive (import, tasks_extend): all
+    the project needs, but pairs when selection rounds pick them (`pairs_by_selection`)."""
+    layouts = task_layouts(project)
+    if Task.Layout.PAIR in layouts and pairs_by_selection(project):
+        layouts.remove(Task.Layout.PAIR)
+    return layouts
+
+
 def tasks_plan(
     project: Project, response_ids: Sequence[int], layouts: Sequence[str] | None = None
 ) -> list[tuple[str, list[int]]]:
@@ -496,9 +505,7 @@ def tasks_extend(*, project: Project, prompt_ids: Sequence[int]) -> list[Task]:
     ):
         responses[prompt_id].append(response_id)
     shown = _tasks_shown(project, prompt_ids)
-    layouts = task_layouts(project)
-    if Task.Layout.PAIR in layouts and pairs_by_selection(project):
-        layouts.remove(Task.Layout.PAIR)
+    layouts = layouts_planned_up_front(project)
     planned = [
         (prompt_id, layout, ids)
         for prompt_id, ids in responses.items()
@@ -645,9 +652,7 @@ class _PromptsImport:
         self.prompt_lines: array[int] = array("q")
         self.responses = 0
         self.tasks = 0
-        self.layouts = task_layouts(project)
-        if Task.Layout.PAIR in self.layouts and pairs_by_selection(project):
-            self.layouts.remove(Task.Layout.PAIR)
+        self.layouts = layouts_planned_up_front(project)
         # As text: psycopg writes a datetime into COPY at a few microseconds a row.
         self.now = timezone.now().isoformat()
 
