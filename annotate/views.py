@@ -14,7 +14,6 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,9 +22,10 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post, submit_key_from_post
 from feedback import queue
 from feedback.dashboard import projects_overview
-from feedback.models import Assignment, Project, Task
+from feedback.models import Project, Task
 from feedback.selectors import (
     annotator_place,
+    annotator_task,
     held_task,
     project_for_annotator,
     project_progress,
@@ -122,15 +122,10 @@ def _held_task(
     """A task of the project the annotator holds or has answered; 404 for any other.
 
     `lapsed`: a lease that ran out counts too (an answer to it may still be taken).
-    One query; the prompt is read when the card is shown.
     """
-    had = Assignment.objects.filter(task=OuterRef("pk"), annotator=request.user)
-    if not lapsed:
-        had = had.exclude(status=Assignment.Status.EXPIRED)
-    task = Task.objects.filter(Exists(had), pk=task_id, project=project).first()
+    task = annotator_task(project=project, annotator=request.user, task_id=task_id, lapsed=lapsed)
     if task is None:
         raise Http404("No such task.")
-    task.project = project
     return task
 
 

