@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -202,7 +203,6 @@ JOIN feedback_prompt p ON p.id = t.prompt_id
 """
 
 
-@transaction.atomic  # a savepoint when the caller's transaction is open: see IntegrityError
 def _claim_in_one_statement(
     project: Project, annotator: AbstractBaseUser, now: datetime, until: datetime
 ) -> Assignment | None:
@@ -213,7 +213,10 @@ def _claim_in_one_statement(
         "now": now,
         "until": until,
     }
-    with connection.cursor() as cursor:
+    # One statement needs no transaction of its own; inside a caller's, a savepoint lets the
+    # caller go on after a unique violation (the retry in task_claim_next).
+    in_savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with in_savepoint, connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
@@ -331,6 +334,7 @@ def task_submit(
         # Every answer of an annotator goes through here and marks the lease submitted, so
         # only a submitted lease can have an answer to replace.
         first_answer=status != Status.SUBMITTED,
+        savepoint=False,  # any error rolls back this whole function's transaction
     )
     if feedback.pairwise is not None:
         # After the commit, so that the count sees this label; robust: a failed check is
