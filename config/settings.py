@@ -145,6 +145,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # The ORM binds parameters client-side and never prepares; feedback.rows.prepared_cursor
+    # binds server-side, and with this threshold its statements (the annotator's claim and
+    # card) are prepared on first use and planned once per connection. A pooler in
+    # transaction mode needs protocol-level prepared statements (PgBouncer 1.21+,
+    # max_prepared_statements).
+    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": 0}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis when given (shared by all web processes), else memory local to each process.

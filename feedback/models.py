@@ -15,13 +15,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import connection, models
+from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from feedback.endpoints import endpoint_refusal, local_model_refusal
-from feedback.rows import columns, from_row
+from feedback.rows import columns, from_row, prepared_cursor
 
 
 class FeedbackKind(models.TextChoices):
@@ -530,7 +530,7 @@ class Task(models.Model):
 
     def ordered_responses(self) -> list[Response]:
         """In display order; one plain statement, as every annotator's card reads it."""
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"SELECT {columns(Response, 'r')} FROM feedback_taskresponse l"
                 " JOIN feedback_response r ON r.id = l.response_id"

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from feedback.loop import loop_labels_committed
 from feedback.models import Assignment, PairSelection, Project, Prompt, Submission, Task
-from feedback.rows import columns, from_row
+from feedback.rows import columns, from_row, prepared_cursor
 from feedback.services import FeedbackError, FeedbackInput, submission_create
 
 Status = Assignment.Status
@@ -216,7 +216,7 @@ def _claim_in_one_statement(
     # One statement needs no transaction of its own; inside a caller's, a savepoint lets the
     # caller go on after a unique violation (the retry in task_claim_next).
     in_savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
-    with in_savepoint, connection.cursor() as cursor:
+    with in_savepoint, prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
@@ -295,7 +295,7 @@ def task_submit(
     # The lease locked, and any answer already stored under the card's key, in one read.
     lock = " FOR UPDATE OF a" if connection.features.has_select_for_update else ""
     key_field = Submission._meta.get_field("submit_key")
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "SELECT a.id, a.status, (SELECT s.id FROM feedback_submission s"
             "  WHERE s.task_id = a.task_id AND s.annotator_id = a.annotator_id"

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import connection, models
+from django.db.backends.utils import CursorWrapper
 
 M = TypeVar("M", bound=models.Model)
 
@@ -25,3 +27,14 @@ def from_row(model: type[M], values: Sequence[Any]) -> M:
         for field, value in zip(fields, values, strict=True)
     ]
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+def prepared_cursor() -> CursorWrapper:
+    """A cursor for a hot statement: on PostgreSQL it binds server-side, so the statement is
+    prepared on first use (settings: prepare_threshold) and its plan kept per connection;
+    planning cost more than running the claim. Elsewhere Django's own cursor."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    return wrap(psycopg.Cursor(connection.connection))

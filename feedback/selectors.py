@@ -53,7 +53,7 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
-from feedback.rows import columns, from_row
+from feedback.rows import columns, from_row, prepared_cursor
 
 
 def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
@@ -1063,7 +1063,7 @@ def annotator_task(
     """The task if it is the project's and the annotator holds or answered it (`lapsed`:
     or held a lease that ran out), else None; one statement, as each submit asks."""
     expired = "" if lapsed else " AND a.status <> 'expired'"
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT {columns(Task, 't')} FROM feedback_task t"
             " WHERE t.id = %s AND t.project_id = %s AND EXISTS (SELECT 1 FROM"
@@ -1112,7 +1112,7 @@ def annotator_place(
         "annotator": annotator.pk,
         "before": before.pk if before is not None else None,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_PLACE_SQL, params)
         done, previous = cursor.fetchone()
     return AnnotatorPlace(
