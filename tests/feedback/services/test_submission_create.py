@@ -189,6 +189,17 @@ def test_annotator_outside_the_project_is_refused(project, outsider):
     assert "not an annotator of this project" in error.errors["annotator"][0]
 
 
+def test_superuser_outside_the_project_may_answer_as_in_the_workspace(project, outsider):
+    """The workspace opens every project to superusers; their answers are taken there too."""
+    outsider.is_superuser = True
+    outsider.save()
+    task = task_with_responses(project, "pair", 2)
+    submission = submission_create(
+        task=task, annotator=outsider, feedback=FeedbackInput(pairwise=PairwiseInput(choice="A"))
+    )
+    assert PairwiseFeedback.objects.get(submission=submission).choice == "A"
+
+
 def test_kind_the_project_does_not_collect_is_refused(annotator):
     project = annotator.memberships.get().project
     project.collects_ranking = False
