@@ -7,7 +7,8 @@ Run after `python benchmarks/annotate_load.py --keep` (same `--database`):
 The requests go through Django's whole handler (middleware, CSRF, session, templates) with
 the production settings the load test's gunicorn uses, from one thread: no HTTP, no queueing.
 Prints CPU milliseconds per request of this process and of its PostgreSQL backend (read from
-/proc, so the server must run on this machine), queries per request, and with --profile the
+/proc, so the server must run on this machine), queries per request, the floor (the cheapest
+annotator request: middleware, session, user, a one-line partial), and with --profile the
 top functions by cumulative time.
 """
 
@@ -105,6 +106,14 @@ def main() -> None:
         )
     total = sum(statistics.fmean(v) for k, v in cost.items() if not k.endswith("queries"))
     print(f"per judgment (Django + PostgreSQL): {total:.2f} ms CPU; load {os.getloadavg()}")
+    # The floor under any view: the same middleware, session, user and a one-line partial.
+    client, headers = clients[0]
+    floor = []
+    for _ in range(args.judgments):
+        cpu = time.process_time()
+        client.get(f"/projects/{project_id}/progress/", headers=headers)
+        floor.append((time.process_time() - cpu) * 1000)
+    print(f"floor: the progress partial, {statistics.median(floor):.2f} ms CPU a request (p50)")
     if args.profile:
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)

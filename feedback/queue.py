@@ -324,7 +324,11 @@ def task_submit(
             finished_at=now,
         )
     elif status != Status.SUBMITTED:
-        Assignment.objects.filter(pk=assignment_id).update(status=Status.SUBMITTED, finished_at=now)
+        with prepared_cursor() as cursor:
+            cursor.execute(
+                "UPDATE feedback_assignment SET status = %s, finished_at = %s WHERE id = %s",
+                [Status.SUBMITTED.value, now, assignment_id],
+            )
     submission = submission_create(
         task=task,
         annotator=annotator,
