@@ -5,7 +5,13 @@ import json
 import pytest
 
 from feedback.models import Assignment, FreeTextFeedback, ProjectMember, SpanFeedback, Submission
-from tests.factories import MemberFactory, ProjectFactory, UserFactory, task_with_responses
+from tests.factories import (
+    MemberFactory,
+    ProjectFactory,
+    UserFactory,
+    hard_prompt,
+    task_with_responses,
+)
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -28,6 +34,24 @@ def test_the_workspace_serves_the_next_task_in_a_full_page(client_of, project, a
     assert "<html" in html and f'data-task-id="{task.pk}"' in html
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert Assignment.objects.get().annotator == annotator
+
+
+def test_a_claimed_chat_shows_every_turn_escaped_and_its_responses_in_order(
+    client_of, project, annotator
+):
+    """The claim reads the task, prompt and responses in its own statements: the chat's
+    JSON turns arrive parsed, hostile text escaped, the responses in display order."""
+    task = task_with_responses(
+        project, "pair", 2, texts=["First <script>x()</script>", "Second é"], **hard_prompt(4, True)
+    )
+    html = client_of(annotator).post(f"/projects/{project.pk}/", **HTMX).content.decode()
+    assert f'data-task-id="{task.pk}"' in html
+    roles = [turn["role"] for turn in task.prompt.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    for role in roles:
+        assert f'class="turn turn-{role}"' in html
+    assert "Réponds en &lt;b&gt;HTML&lt;/b&gt;" in html and "<b>HTML</b>" not in html
+    assert "<script>" not in html and html.index("First &lt;script&gt;") < html.index("Second é")
 
 
 def test_an_htmx_request_gets_only_the_task_card(client_of, project, annotator):
