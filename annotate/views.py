@@ -1,9 +1,9 @@
 """Annotator pages: the project list and the task workspace, swapped in place by htmx.
 
 One template (`annotate/task.html`) and one context serve both the full page and, for htmx
-requests, its `task-card` partial. After a submit or skip the server answers 204 with an
-`HX-Trigger: task-done` event, and the page asks for its next card: the same POST the
-page's empty card makes when shown, so there is one way to get a task, and a GET takes none.
+requests, its `task-card` partial. A submit or skip answers with the next card in place of
+the form's (the claim task_next's POST makes, after the answer is committed), so the
+annotator waits for one round trip, not two; a GET takes no task.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import reswap, retarget, trigger_client_event
+from django_htmx.http import reswap, retarget
 
 from annotate.forms import TaskForm, duration_from_post, feedback_from_post, submit_key_from_post
 from feedback import queue
@@ -137,9 +137,12 @@ def task_detail(request: HttpRequest, project: Project, task_id: int) -> HttpRes
 
 
 def _done(request: HttpRequest, project: Project) -> HttpResponse:
+    """After a submit or skip: the next card, swapped in for the card that was answered."""
     if not request.htmx:
         return redirect("annotate:task-next", project_id=project.pk)
-    return trigger_client_event(HttpResponse(status=204), "task-done")
+    assignment = queue.task_claim_next(project=project, annotator=request.user)
+    response = _render_task(request, project, assignment.task if assignment else None, fresh=True)
+    return reswap(retarget(response, "#task-card"), "outerHTML")
 
 
 @require_POST

@@ -19,11 +19,13 @@ answers) through its import API, 3 annotators a task (--overlap), and drives eac
 alternating, with the same client: 8 annotators looping next task + submit with no pause
 (--annotators), then one annotator alone, each first with a new connection per request (a
 browser behind a proxy that closes them) and then with keep-alive; --duration S measured
-after --warmup S per phase (defaults 20 and 3 in this mode). This app: the htmx page's two
-requests (log in once; POST the page for the next card, POST the answer). Label Studio: its
-labeling stream's `GET /api/projects/{id}/next/` and `POST /api/tasks/{id}/annotations/`
-with a token, served by uwsgi as its image runs it. Prints judgments/s, loop p50/p95 (next
-+ submit), server + PostgreSQL CPU per judgment (process trees, psutil) and the ratios.
+after --warmup S per phase (defaults 20 and 3 in this mode). This app: what the htmx page
+sends (log in once; POST the page for the first card, then POST each answer, whose reply is
+the next card: one request a judgment). Label Studio: what its labeling stream sends, `GET
+/api/projects/{id}/next/` and `POST /api/tasks/{id}/annotations/` with a token (two requests
+a judgment), served by uwsgi as its image runs it. Prints judgments/s, loop p50/p95 (one
+judgment: next task and answer), server + PostgreSQL CPU per judgment (process trees,
+psutil) and the ratios.
 
 What it does:
 1. Creates the database `prefhub_bench_annotate`, migrates it, and seeds one project with
@@ -32,9 +34,11 @@ What it does:
    1,000,000 feedback records (ratings, spans, critiques, pairwise choices, rationales), all
    through PostgreSQL COPY. About 13,000 pair tasks still need annotators.
 2. Starts gunicorn (gthread) on 127.0.0.1:8106 with DEBUG off and persistent connections.
-3. Each simulated annotator logs in, then repeats: ask for the next task (the htmx GET the
-   page makes), submit a pairwise judgment (the htmx POST; 204 on success), as fast as it can.
-4. Prints judgments/s and p50/p95/p99 latency of next-task and submit, then counts in the
+3. Each simulated annotator logs in, POSTs the page for its first card (the claim the htmx
+   page makes), then submits a pairwise judgment on each card as fast as it can (the htmx
+   POST; its reply is the next card, as the page swaps it in).
+4. Prints judgments/s and p50/p95/p99 latency of an answer (with its next card) and of the
+   first card (after the warm-up, or after a refused answer), then counts in the
    database: judgments the server accepted but did not store (lost), answers stored twice
    for one annotator and task (duplicates), tasks with more than 3 annotators, and tasks
    whose slot counter disagrees with their leases.
@@ -75,9 +79,9 @@ from cpu_meter import cpu_seconds, cpu_used, rss_mb
 @dataclass
 class Annotator:
     username: str
-    next_ms: list[float] = field(default_factory=list)
-    submit_ms: list[float] = field(default_factory=list)
-    accepted: list[int] = field(default_factory=list)  # task ids answered with 204
+    first_ms: list[float] = field(default_factory=list)  # the page's first card (a claim)
+    answer_ms: list[float] = field(default_factory=list)  # an answer, replied with the next card
+    accepted: list[int] = field(default_factory=list)  # task ids whose answer was taken
     measured: int = 0  # judgments accepted after the warm-up
     errors: list[str] = field(default_factory=list)
 
@@ -91,6 +95,8 @@ def drive(
     think_ms: float,
     start: threading.Barrier,
 ) -> None:
+    """As the page: POST it for the first card (takes a task), then answer each card; the
+    answer's reply is the next card. After a refused answer, POST the page again."""
     rng = random.Random(annotator.username)
     with httpx.Client(base_url=base, timeout=30) as client:
         headers = log_in(client, annotator.username)
@@ -98,28 +104,32 @@ def drive(
         # Until warm, workers compile templates and fill caches: not measured.
         warm = time.perf_counter() + warmup
         deadline = warm + duration
+        card = None
         while time.perf_counter() < deadline:
-            began = time.perf_counter()
-            measuring = began >= warm
-            card = client.post(f"/projects/{project_id}/", headers=headers)  # takes a task
-            if measuring:
-                annotator.next_ms.append((time.perf_counter() - began) * 1000)
+            if card is None:
+                began = time.perf_counter()
+                card = client.post(f"/projects/{project_id}/", headers=headers)
+                if began >= warm:
+                    annotator.first_ms.append((time.perf_counter() - began) * 1000)
             answer = answer_for(card.text, rng) if card.status_code == 200 else None
             if answer is None:
-                annotator.errors.append(f"next: {card.status_code}")
+                annotator.errors.append(f"card: {card.status_code}")
                 break
             task_id, data = answer
             began = time.perf_counter()
+            measuring = began >= warm
             reply = client.post(
                 f"/projects/{project_id}/tasks/{task_id}/submit/", data=data, headers=headers
             )
             if measuring:
-                annotator.submit_ms.append((time.perf_counter() - began) * 1000)
-            if reply.status_code == 204:
+                annotator.answer_ms.append((time.perf_counter() - began) * 1000)
+            if reply.status_code == 200:
                 annotator.accepted.append(task_id)
                 annotator.measured += measuring
+                card = reply
             else:
                 annotator.errors.append(f"submit {task_id}: {reply.status_code}")
+                card = None
             if think_ms:
                 time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
 
@@ -253,8 +263,8 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
-    next_ms = [ms for a in annotators for ms in a.next_ms]
-    submit_ms = [ms for a in annotators for ms in a.submit_ms]
+    first_ms = [ms for a in annotators for ms in a.first_ms]
+    answer_ms = [ms for a in annotators for ms in a.answer_ms]
     accepted = sum(len(a.accepted) for a in annotators)
     measured = sum(a.measured for a in annotators)
     errors = [e for a in annotators for e in a.errors]
@@ -265,9 +275,9 @@ def main() -> None:
         f"load average before {load_before:.1f}"
     )
     log(f"judgments: {measured:,} measured, {measured / elapsed:.1f} judgments/s")
-    for name, values in (("next-task", next_ms), ("submit", submit_ms)):
+    for name, values in (("answer + next card", answer_ms), ("first card", first_ms)):
         log(
-            f"{name:9s} n={len(values):6,}  p50={percentile(values, 50):6.1f} ms  "
+            f"{name:18s} n={len(values):6,}  p50={percentile(values, 50):6.1f} ms  "
             f"p95={percentile(values, 95):6.1f} ms  p99={percentile(values, 99):6.1f} ms"
         )
     per = {name: 1000 * seconds / max(measured, 1) for name, seconds in cpu.items()}

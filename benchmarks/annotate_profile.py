@@ -1,4 +1,5 @@
-"""CPU cost of one judgment (next-task card + pairwise submit), in process, on a kept database.
+"""CPU cost of one judgment (a pairwise answer, replied with the next card), in process, on a
+kept database.
 
 Run after `python benchmarks/annotate_load.py --keep` (same `--database`):
 
@@ -70,33 +71,35 @@ def main() -> None:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
 
-    def judge(client: Client, headers: dict[str, str], cost: dict[str, list[float]]) -> None:
-        """One judgment; adds each request's CPU ms (here, in PostgreSQL) and queries."""
-        task_id, data = 0, {}
-        for step in ("next", "submit"):
-            cpu, db = time.process_time(), cpu_seconds([backend])[backend]
-            with CaptureQueriesContext(connection) as queries:
-                # As htmx sends them: url-encoded (the test client's default is multipart).
-                if step == "next":
-                    card = client.post(f"/projects/{project_id}/", "", FORM, headers=headers)
-                    task_id, data = answer_for(card.content.decode(), rng)
-                else:
-                    url = f"/projects/{project_id}/tasks/{task_id}/submit/"
-                    reply = client.post(url, urlencode(data), FORM, headers=headers)
-                    assert reply.status_code == 204, reply.status_code
-            cost[f"{step} app"].append((time.process_time() - cpu) * 1000)
-            cost[f"{step} db"].append((cpu_seconds([backend])[backend] - db) * 1000)
-            cost[f"{step} queries"].append(len(queries))
+    cards: dict[int, str] = {}  # each client's card on screen
 
-    for client, headers in clients:  # warm: templates compiled, caches filled
-        judge(client, headers, defaultdict(list))
+    def judge(n: int, cost: dict[str, list[float]]) -> None:
+        """One judgment: answer the card shown; the reply is the next card. Adds the request's
+        CPU ms (here, in PostgreSQL) and queries."""
+        client, headers = clients[n % len(clients)]
+        if n not in cards:  # as the page: POSTed once for the first card
+            cards[n] = client.post(f"/projects/{project_id}/", "", FORM, headers=headers)
+            cards[n] = cards[n].content.decode()
+        task_id, data = answer_for(cards[n], rng)
+        cpu, db = time.process_time(), cpu_seconds([backend])[backend]
+        with CaptureQueriesContext(connection) as queries:
+            # As htmx sends it: url-encoded (the test client's default is multipart).
+            url = f"/projects/{project_id}/tasks/{task_id}/submit/"
+            reply = client.post(url, urlencode(data), FORM, headers=headers)
+            assert reply.status_code == 200, reply.status_code
+        cost["app"].append((time.process_time() - cpu) * 1000)
+        cost["db"].append((cpu_seconds([backend])[backend] - db) * 1000)
+        cost["queries"].append(len(queries))
+        cards[n] = reply.content.decode()
+
+    for n in range(len(clients)):  # warm: templates compiled, caches filled
+        judge(n, defaultdict(list))
     cost: dict[str, list[float]] = defaultdict(list)
     profiler = cProfile.Profile(time.process_time)  # CPU, not waits
     for n in range(args.judgments):
-        client, headers = clients[n % len(clients)]
         if args.profile:
             profiler.enable()
-        judge(client, headers, cost)
+        judge(n % len(clients), cost)
         profiler.disable()
     for name, values in cost.items():
         unit = "" if name.endswith("queries") else " CPU ms"

@@ -44,21 +44,27 @@ def limits(keepalive: bool) -> httpx.Limits:
 
 
 def ours_annotator(base: str, project_id: int, username: str, keepalive: bool) -> Step:
-    """This app's page: POST the page for the next card (takes a task), POST the answer."""
+    """This app's page: POST it for the first card (takes a task), then POST each answer; the
+    answer's reply is the next card, so a judgment is one request."""
     client = httpx.Client(base_url=base, timeout=120, limits=limits(keepalive))
     headers = log_in(client, username)
     rng = random.Random(username)
+    card: httpx.Response | None = None
 
     def step() -> str | None:
-        card = client.post(f"/projects/{project_id}/", headers=headers)
+        nonlocal card
+        if card is None:
+            card = client.post(f"/projects/{project_id}/", headers=headers)
         answer = answer_for(card.text, rng) if card.status_code == 200 else None
         if answer is None:
-            return f"next: {card.status_code}"
+            status, card = card.status_code, None
+            return f"card: {status}"
         task_id, data = answer
         reply = client.post(
             f"/projects/{project_id}/tasks/{task_id}/submit/", data=data, headers=headers
         )
-        return None if reply.status_code == 204 else f"submit: {reply.status_code}"
+        card = reply if reply.status_code == 200 else None
+        return None if card is not None else f"submit: {reply.status_code}"
 
     return step
 

@@ -197,7 +197,7 @@ class Worker:
 class Client:
     username: str
     submitted: int = 0  # answers sent (each counted once however often it was re-sent)
-    acknowledged: list[int] = field(default_factory=list)  # task ids answered 204
+    acknowledged: list[int] = field(default_factory=list)  # task ids whose answer was taken
     failed_attempts: int = 0  # connection errors and 5xx replies
     retried: int = 0  # answers that needed more than one attempt
     gave_up: list[int] = field(default_factory=list)  # task ids never acknowledged
@@ -252,15 +252,17 @@ def annotate(
         http.get(f"/projects/{project_id}/")  # the page sets the CSRF cookie
         headers = {**HTMX, "X-CSRFToken": http.cookies["csrftoken"]}
         start.wait()
+        card = None  # the card shown: the page's first, then each answer's reply
         while time.monotonic() < deadline[0]:
-            card = send(
-                client, lambda: http.post(f"/projects/{project_id}/", headers=headers), retries
-            )
             if card is None:
-                continue
+                card = send(
+                    client, lambda: http.post(f"/projects/{project_id}/", headers=headers), retries
+                )
+                if card is None:
+                    continue
             answer = answer_for(card.text, rng) if card.status_code == 200 else None
             if answer is None:
-                client.refused.append(f"next: {card.status_code}")
+                client.refused.append(f"card: {card.status_code}")
                 return  # no task left for this annotator
             task_id, data = answer
             url = f"/projects/{project_id}/tasks/{task_id}/submit/"
@@ -272,10 +274,12 @@ def annotate(
                 retries,
             )
             client.retried += client.failed_attempts > before
+            card = None
             if reply is None:
                 client.gave_up.append(task_id)
-            elif reply.status_code == 204:
+            elif reply.status_code == 200:  # taken; the reply is the next card
                 client.acknowledged.append(task_id)
+                card = reply
             else:
                 client.refused.append(f"submit {task_id}: {reply.status_code}")
             time.sleep(rng.uniform(0.05, 0.25))  # a (short) look at the next card

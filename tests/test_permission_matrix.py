@@ -226,7 +226,7 @@ EXPECTED: dict[str, list[Row]] = {
     ],
     "annotate:task-skip": [
         Row(by_role(405, 405, 405, 405, 405, 405, 405)),
-        Row(by_role(401, 204, 404, 404, 404, 404, 404), method="post", htmx=True),
+        Row(by_role(401, 200, 404, 404, 404, 404, 404), method="post", htmx=True),
     ],
 }
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from feedback.models import Assignment, ProjectMember, Submission
 from feedback.queue import leases_expire, task_claim_next
+from tests.annotate.cards import next_card
 from tests.factories import MemberFactory, UserFactory, task_with_responses
 
 pytestmark = pytest.mark.django_db
@@ -39,8 +40,7 @@ def submit(client, project, task, **headers):
 def test_an_answer_after_the_lease_lapsed_is_stored_while_the_task_needs_it(
     client, project, annotator, lapsed
 ):
-    response = submit(client, project, lapsed, **HTMX)
-    assert response.status_code == 204
+    next_card(submit(client, project, lapsed, **HTMX))
     submission = Submission.objects.get()
     assert (submission.annotator, submission.pairwise.choice) == (annotator, "B")
     assert submission.texts.get().text == ANSWER["rationale"]
@@ -66,8 +66,7 @@ def test_an_answer_after_someone_else_took_the_task_is_refused_in_the_card(
     assert lapsed.slots_taken == 1
     assert Assignment.objects.get(annotator=other).status == Assignment.Status.ACTIVE
     # The message says to skip: that moves on to the next card.
-    skip = client.post(f"/projects/{project.pk}/tasks/{lapsed.pk}/skip/", **HTMX)
-    assert skip.status_code == 204
+    next_card(client.post(f"/projects/{project.pk}/tasks/{lapsed.pk}/skip/", **HTMX))
 
 
 def test_a_task_never_leased_still_cannot_be_answered(client, project, annotator):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from feedback.models import Assignment, FreeTextFeedback, ProjectMember, SpanFeedback, Submission
+from tests.annotate.cards import next_card
 from tests.factories import (
     MemberFactory,
     ProjectFactory,
@@ -79,8 +80,10 @@ def test_a_task_the_annotator_never_had_cannot_be_opened(client_of, project, ann
     assert client_of(annotator).post(url + "submit/", {"choice": "A"}).status_code == 404
 
 
-def test_submit_answers_204_with_an_event_for_the_next_card(client_of, project, annotator):
-    task = task_with_responses(project, "pair", 2)
+def test_submit_answers_with_the_next_card_in_place_of_the_answered_one(
+    client_of, project, annotator
+):
+    task, following = (task_with_responses(project, "pair", 2) for _ in range(2))
     client = client_of(annotator)
     client.post(f"/projects/{project.pk}/")
     response = client.post(
@@ -88,8 +91,9 @@ def test_submit_answers_204_with_an_event_for_the_next_card(client_of, project, 
         {"choice": "A", "strength": "1", "rationale": "Shorter.", "duration_ms": "5300"},
         **HTMX,
     )
-    assert response.status_code == 204
-    assert "task-done" in json.loads(response.headers["HX-Trigger"])
+    card = next_card(response)
+    assert f'data-task-id="{following.pk}"' in card and "<html" not in card
+    assert Assignment.objects.get(task=following).status == Assignment.Status.ACTIVE
     submission = Submission.objects.get()
     assert (submission.pairwise.choice, submission.duration_ms) == ("A", 5300)
     assert submission.texts.get().mode == FreeTextFeedback.Mode.RATIONALE
@@ -150,5 +154,5 @@ def test_skip_answers_204_and_records_the_skip(client_of, project, annotator):
     client = client_of(annotator)
     client.post(f"/projects/{project.pk}/")
     response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/skip/", **HTMX)
-    assert response.status_code == 204
+    assert "No task needs you right now" in next_card(response)
     assert Assignment.objects.get().status == Assignment.Status.SKIPPED
