@@ -433,17 +433,25 @@ class Response(models.Model):
     model_name = models.CharField(
         max_length=200, blank=True, help_text="The model that wrote it; blank for a person."
     )
+    # Most responses have no author and no job: neither column gets a plain index, which
+    # would hold an entry for every NULL (see Meta). A lookup by either is by a value.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
+        db_index=False,
         on_delete=models.SET_NULL,
         related_name="written_responses",
         help_text="The person who wrote it, when a person did.",
     )
     generation_params = models.JSONField(default=dict, blank=True)
     job = models.ForeignKey(
-        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+        Job,
+        null=True,
+        blank=True,
+        db_index=False,  # response_one_per_job_sample leads with job
+        on_delete=models.SET_NULL,
+        related_name="responses",
     )
     sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -467,6 +475,11 @@ class Response(models.Model):
                 condition=Q(job__isnull=False),
                 name="response_one_per_job_sample",
                 violation_error_message="This job already generated that sample.",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["author"], condition=Q(author__isnull=False), name="response_author"
             ),
         ]
 
@@ -506,8 +519,9 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # Every index is written by each task an import makes. A project's tasks are found
+        # by project_id's index; none is read in priority order but the open ones below.
         indexes = [
-            models.Index(fields=["project", "-priority", "id"]),
             # The queue's scan: open tasks of a project in serving order. Full tasks (most of
             # a mature project) are not in it, so the scan never walks past them.
             models.Index(
@@ -540,7 +554,8 @@ class Task(models.Model):
 class TaskResponse(models.Model):
     """A response's place in a task: position 0 is A in a pair."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="links")
+    # No index of its own: both unique constraints lead with task.
+    task = models.ForeignKey(Task, db_index=False, on_delete=models.CASCADE, related_name="links")
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="task_links")
     position = models.PositiveSmallIntegerField()
 
