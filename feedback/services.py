@@ -427,6 +427,10 @@ def tasks_plan(
     return plan
 
 
+# Seeds from the OS: unpredictable, and safe to share between threads (no state).
+_SEEDS = random.SystemRandom()
+
+
 def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     """The ids in a random display order, and the seed that gives it.
 
@@ -434,8 +438,8 @@ def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     the left of every pair; a fresh seed per task balances positions over tasks, and the
     stored seed and positions let exports and judge metrics report position bias.
     """
-    seed = random.SystemRandom().randrange(2**31)
-    return random.Random(seed).sample(list(response_ids), len(response_ids)), seed
+    seed = _SEEDS.getrandbits(31)
+    return random.Random(seed).sample(response_ids, len(response_ids)), seed
 
 
 def _tasks_shown(
