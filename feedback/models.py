@@ -374,21 +374,25 @@ class MarkdownCount(models.Func):
     """How many Markdown headers, list items or bold spans a text has, as LMSYS's style
     control counts them (`fastchat/serve/monitor/add_markdown_info.py`).
 
-    PostgreSQL counts with `regexp_count`; SQLite (the demo), which has no regular
-    expressions, counts literal markers with REPLACE and misses indented list items.
+    PostgreSQL counts with `regexp_count`, run only on a text that holds a string every
+    match needs (`strpos`, ~20 times cheaper): most texts have no header or bold, and
+    each regexp_count cost ~2.5 us of an imported response. SQLite (the demo), which has no
+    regular expressions, counts literal markers with REPLACE and misses indented list items.
     """
 
     output_field = models.IntegerField()
-    # kind -> (PostgreSQL regular expression, its flags, SQLite's markers, per match)
+    # kind -> (PostgreSQL regular expression, its flags, strings one of which every match
+    # holds (none: always run), SQLite's markers, per match)
     KINDS = {
-        "headers": (r"^#{1,6}[ \t]", "n", ["\n#"], 1),
+        "headers": (r"^#{1,6}[ \t]", "n", ["#"], ["\n#"], 1),
         "list_items": (
             r"^[ \t]*([0-9]+\.|[-*+])[ \t]",
             "n",
+            [],  # ". " and "- " are in most prose: no cheap test to skip the count
             ["\n- ", "\n* ", "\n+ ", *(f"\n{n}. " for n in range(1, 10))],
             1,
         ),
-        "bold": (r"\*\*[^*\n]+\*\*|__[^_\n]+__", "", ["**", "__"], 2),
+        "bold": (r"\*\*[^*\n]+\*\*|__[^_\n]+__", "", ["**", "__"], ["**", "__"], 2),
     }
 
     def __init__(self, expression: Any, kind: str, **extra: Any) -> None:
@@ -399,12 +403,20 @@ class MarkdownCount(models.Func):
 
     def as_postgresql(self, compiler, connection, **extra_context):
         text, params = compiler.compile(self.get_source_expressions()[0])
-        pattern, flags, _, _ = self.KINDS[self.kind]
-        return f"regexp_count({text}, %s, 1, %s)", [*params, pattern, flags]
+        pattern, flags, needed, _, _ = self.KINDS[self.kind]
+        count = f"regexp_count({text}, %s, 1, %s)"
+        if not needed:
+            return count, [*params, pattern, flags]
+        test = " OR ".join(f"strpos({text}, %s) > 0" for _ in needed)
+        test_params = [value for string in needed for value in (*params, string)]
+        return (
+            f"(CASE WHEN {test} THEN {count} ELSE 0 END)",
+            [*test_params, *params, pattern, flags],
+        )
 
     def as_sql(self, compiler, connection, **extra_context):
         text, params = compiler.compile(self.get_source_expressions()[0])
-        _, _, markers, per_match = self.KINDS[self.kind]
+        _, _, _, markers, per_match = self.KINDS[self.kind]
         lines = f"(%s || {text})"  # a newline first, so the first line counts too
         terms, term_params = [], []
         for marker in markers:
