@@ -8,6 +8,7 @@ import itertools
 import logging
 import random
 import re
+import threading
 import uuid
 from array import array
 from bisect import bisect_left
@@ -431,6 +432,17 @@ def tasks_plan(
 _SEEDS = random.SystemRandom()
 
 
+class _Shuffler(threading.local):
+    """A generator per thread, seeded again for each task: cheaper than a new one per
+    task (an import makes one a row), and no two threads share its state."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random()
+
+
+_shuffler = _Shuffler()
+
+
 def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     """The ids in a random display order, and the seed that gives it.
 
@@ -439,7 +451,9 @@ def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     stored seed and positions let exports and judge metrics report position bias.
     """
     seed = _SEEDS.getrandbits(31)
-    return random.Random(seed).sample(response_ids, len(response_ids)), seed
+    rng = _shuffler.rng
+    rng.seed(seed)  # as random.Random(seed)
+    return rng.sample(response_ids, len(response_ids)), seed
 
 
 def _tasks_shown(
