@@ -8,6 +8,7 @@ import itertools
 import logging
 import random
 import re
+import threading
 import uuid
 from array import array
 from bisect import bisect_left
@@ -465,6 +466,21 @@ def tasks_plan(
     return plan
 
 
+# Seeds from the OS: unpredictable, and safe to share between threads (no state).
+_SEEDS = random.SystemRandom()
+
+
+class _Shuffler(threading.local):
+    """A generator per thread, seeded again for each task: cheaper than a new one per
+    task (an import makes one a row), and no two threads share its state."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random()
+
+
+_shuffler = _Shuffler()
+
+
 def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     """The ids in a random display order, and the seed that gives it.
 
@@ -472,8 +488,10 @@ def display_order(response_ids: Sequence[int]) -> tuple[list[int], int]:
     the left of every pair; a fresh seed per task balances positions over tasks, and the
     stored seed and positions let exports and judge metrics report position bias.
     """
-    seed = random.SystemRandom().randrange(2**31)
-    return random.Random(seed).sample(list(response_ids), len(response_ids)), seed
+    seed = _SEEDS.getrandbits(31)
+    rng = _shuffler.rng
+    rng.seed(seed)  # as random.Random(seed)
+    return rng.sample(response_ids, len(response_ids)), seed
 
 
 def _tasks_shown(

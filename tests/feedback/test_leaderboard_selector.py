@@ -360,3 +360,24 @@ def test_the_database_counts_each_response_s_length_and_markdown():
     assert Counter(Response.objects.filter(pk=response.pk).values_list("length", flat=True)) == {
         len(text): 1
     }
+
+
+def test_texts_with_and_without_the_markers_a_count_needs_are_counted_alike():
+    # The header and bold counts skip their regular expression for a text without '#',
+    # '**' or '__'; a text with them elsewhere than in markdown still counts zero.
+    prompt = PromptFactory()
+    expected = {
+        "plain prose. 1. Then more - and so on": (0, 0),
+        "issue #14 and a*b**c": (0, 0),
+        "##no space\n###### six\n####### seven": (1, 0),
+        "snake__case and __bold__ and **also**": (0, 2),
+    }
+    for text in expected:
+        ResponseFactory(prompt=prompt, text=text)
+    counted = {
+        text: (headers, bold)
+        for text, headers, bold in Response.objects.filter(prompt=prompt).values_list(
+            "text", "markdown_headers", "markdown_bold"
+        )
+    }
+    assert counted == expected
