@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feedback', '0014_imp2_import_indexes'),
+        ('feedback', '0014_import_indexes'),
     ]
 
     operations = [
