@@ -194,7 +194,7 @@ def main() -> None:
         default=0.0,
         help="mean pause after each judgment (0: ask again at once, the server saturated)",
     )
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", action="store_true", help="use a kept database, seed nothing")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")

@@ -208,7 +208,7 @@ def server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peer", action="store_true", help="this app only")
     parser.add_argument("--pg-port", type=int, default=5442)
     parser.add_argument("--port", type=int, default=8107)
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
 
 
