@@ -75,6 +75,11 @@ def _render_task(
 ) -> HttpResponse:
     """Render the task card (or the whole page); `fresh`: a lease not yet answered;
     `claim`: no task held, the card asks for one (a POST) as soon as it is shown."""
+    # A fresh lease has no answer to go back from: the last answer is the previous one. The
+    # task's responses come with the place.
+    place = annotator_place(
+        project=project, annotator=request.user, before=None if fresh else task, shown=task
+    )
     screen = (
         task_screen(task=task, annotator=request.user, answered=not fresh)
         if task is not None
@@ -85,10 +90,7 @@ def _render_task(
         "screen": screen,
         "form": TaskForm.initial(screen) if screen is not None else None,
         "errors": errors,
-        # A fresh lease has no answer to go back from: the last answer is the previous one.
-        "place": annotator_place(
-            project=project, annotator=request.user, before=None if fresh else task
-        ),
+        "place": place,
         "is_revisit": screen is not None and screen.current is not None,
         # One key per rendered card: a double-clicked or resent submit repeats it.
         "submit_key": uuid.uuid4(),

@@ -555,15 +555,21 @@ class Task(models.Model):
         return f"{self.layout} task {self.pk}"
 
     def ordered_responses(self) -> list[Response]:
-        """In display order; one plain statement, as every annotator's card reads it."""
-        with prepared_cursor() as cursor:
-            cursor.execute(
-                f"SELECT {columns(Response, 'r')} FROM feedback_taskresponse l"
-                " JOIN feedback_response r ON r.id = l.response_id"
-                " WHERE l.task_id = %s ORDER BY l.position",
-                [self.pk],
-            )
-            return [from_row(Response, row) for row in cursor.fetchall()]
+        """In display order; read once per instance, unless the statement that read the
+        annotator's card brought them (keep_ordered_responses)."""
+        if not hasattr(self, "_ordered_responses"):
+            with prepared_cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {columns(Response, 'r')} FROM feedback_taskresponse l"
+                    " JOIN feedback_response r ON r.id = l.response_id"
+                    " WHERE l.task_id = %s ORDER BY l.position",
+                    [self.pk],
+                )
+                self._ordered_responses = [from_row(Response, row) for row in cursor.fetchall()]
+        return self._ordered_responses
+
+    def keep_ordered_responses(self, responses: list[Response]) -> None:
+        self._ordered_responses = responses
 
     def clean(self) -> None:
         if self.prompt_id and self.project_id and self.prompt.project_id != self.project_id:

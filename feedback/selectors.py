@@ -1085,36 +1085,52 @@ class AnnotatorPlace:
 
 
 # The annotator's submitted tasks in order: how many, and the one before `before` (a task
-# they submitted) or else the last one. Row values compare in PostgreSQL and SQLite alike.
-_PLACE_SQL = """
+# they submitted) or else the last one; then, a row each, the responses of the task shown.
+# Row values compare in PostgreSQL and SQLite alike.
+_PLACE_SQL = f"""
 WITH mine AS (
     SELECT id, task_id, finished_at FROM feedback_assignment
     WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'
 ), anchor AS (
     SELECT finished_at, id FROM mine WHERE task_id = %(before)s
+), place AS (
+    SELECT
+        (SELECT count(*) FROM mine) AS done,
+        (SELECT m.task_id FROM mine m
+         WHERE NOT EXISTS (SELECT 1 FROM anchor)
+            OR (m.finished_at, m.id) < (SELECT finished_at, id FROM anchor)
+         ORDER BY m.finished_at DESC, m.id DESC LIMIT 1) AS previous
 )
-SELECT
-    (SELECT count(*) FROM mine),
-    (SELECT m.task_id FROM mine m
-     WHERE NOT EXISTS (SELECT 1 FROM anchor)
-        OR (m.finished_at, m.id) < (SELECT finished_at, id FROM anchor)
-     ORDER BY m.finished_at DESC, m.id DESC LIMIT 1)
+SELECT place.done, place.previous, {columns(Response, "r")}
+FROM place
+LEFT JOIN feedback_taskresponse l ON l.task_id = %(shown)s
+LEFT JOIN feedback_response r ON r.id = l.response_id
+ORDER BY l.position
 """
 
 
 def annotator_place(
-    *, project: Project, annotator: AbstractBaseUser, before: Task | None = None
+    *,
+    project: Project,
+    annotator: AbstractBaseUser,
+    before: Task | None = None,
+    shown: Task | None = None,
 ) -> AnnotatorPlace:
     """The annotator's progress, and the task they submitted just before `before` (or last
-    of all, as on each fresh card); one statement."""
+    of all, as on each fresh card). `shown`: the card's task, whose responses come in the
+    same statement and are kept on it, as every card reads both."""
     params = {
         "project": project.pk,
         "annotator": annotator.pk,
         "before": before.pk if before is not None else None,
+        "shown": shown.pk if shown is not None else None,
     }
     with prepared_cursor() as cursor:
         cursor.execute(_PLACE_SQL, params)
-        done, previous = cursor.fetchone()
+        rows = cursor.fetchall()
+    done, previous = rows[0][:2]
+    if shown is not None:
+        shown.keep_ordered_responses([from_row(Response, row[2:]) for row in rows if row[2]])
     return AnnotatorPlace(
         progress=Progress(done=done, total=project_task_count(project)),
         previous_task_id=previous,

@@ -23,15 +23,15 @@ def test_a_card_and_an_answer_take_few_queries(
 ):
     client.force_login(annotator)
     client.get(f"/projects/{project.pk}/")  # the page: user and membership now cached
-    # The claim, the responses, the annotator's place; and, once every few seconds, a look
+    # The claim; the annotator's place with the responses; and, once every few seconds, a look
     # for lapsed leases. Each write takes a savepoint here (the test's transaction): +2.
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(5):
         card = client.post(f"/projects/{project.pk}/", **HTMX).content.decode()
     task_id = re.search(r'data-task-id="(\d+)"', card).group(1)
     key = re.search(r'name="submit_key" value="([0-9a-f-]+)"', card).group(1)
     # The task; the lease locked, then marked; the answer, its choice and the pair's tally;
     # then the next card as above.
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(12):
         response = client.post(
             f"/projects/{project.pk}/tasks/{task_id}/submit/",
             {"choice": "A", "strength": "2", "submit_key": key},
