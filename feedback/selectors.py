@@ -1085,24 +1085,23 @@ class AnnotatorPlace:
 
 
 # The annotator's submitted tasks in order: how many, and the one before `before` (a task
-# they submitted) or else the last one; then, a row each, the responses of the task shown.
-# Row values compare in PostgreSQL and SQLite alike.
+# they submitted) or else the last one, read backwards along the (project, annotator,
+# status, finished_at) index; then, a row each, the responses of the task shown. Row values
+# compare in PostgreSQL and SQLite alike.
+_MINE = "project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'"
 _PLACE_SQL = f"""
-WITH mine AS (
-    SELECT id, task_id, finished_at FROM feedback_assignment
-    WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'
-), anchor AS (
-    SELECT finished_at, id FROM mine WHERE task_id = %(before)s
-), place AS (
-    SELECT
-        (SELECT count(*) FROM mine) AS done,
-        (SELECT m.task_id FROM mine m
-         WHERE NOT EXISTS (SELECT 1 FROM anchor)
-            OR (m.finished_at, m.id) < (SELECT finished_at, id FROM anchor)
-         ORDER BY m.finished_at DESC, m.id DESC LIMIT 1) AS previous
-)
-SELECT place.done, place.previous, {columns(Response, "r")}
-FROM place
+SELECT
+    (SELECT count(*) FROM feedback_assignment WHERE {_MINE}),
+    (SELECT m.task_id FROM feedback_assignment m
+     WHERE m.{_MINE.replace(" AND ", " AND m.")}
+        AND NOT EXISTS (
+            SELECT 1 FROM feedback_assignment b
+            WHERE b.{_MINE.replace(" AND ", " AND b.")} AND b.task_id = %(before)s
+                AND (b.finished_at, b.id) <= (m.finished_at, m.id)
+        )
+     ORDER BY m.finished_at DESC, m.id DESC LIMIT 1),
+    {columns(Response, "r")}
+FROM (SELECT 1) AS place
 LEFT JOIN feedback_taskresponse l ON l.task_id = %(shown)s
 LEFT JOIN feedback_response r ON r.id = l.response_id
 ORDER BY l.position
