@@ -1,6 +1,7 @@
 """The workspace over HTTP: who may see it, htmx partials, submit and skip answers."""
 
 import json
+import re
 
 import pytest
 
@@ -156,3 +157,30 @@ def test_skip_answers_204_and_records_the_skip(client_of, project, annotator):
     response = client.post(f"/projects/{project.pk}/tasks/{task.pk}/skip/", **HTMX)
     assert "No task needs you right now" in next_card(response)
     assert Assignment.objects.get().status == Assignment.Status.SKIPPED
+
+
+def test_the_card_counts_the_answers_and_goes_back_one_answer_at_a_time(
+    client_of, project, annotator
+):
+    """ "Previous" leads to the answer before the one shown, in the order they were given."""
+    tasks = [task_with_responses(project, "pair", 2) for _ in range(4)]
+    client = client_of(annotator)
+    card = client.post(f"/projects/{project.pk}/", **HTMX).content.decode()
+    answered = []
+    for _ in range(3):
+        task_id = int(re.search(r'data-task-id="(\d+)"', card).group(1))
+        answered.append(task_id)
+        url = f"/projects/{project.pk}/tasks/{task_id}/submit/"
+        card = next_card(client.post(url, {"choice": "A", "strength": "1"}, **HTMX))
+
+    def previous(html: str) -> int | None:
+        found = re.search(r"/tasks/(\d+)/\" hx-target=\"#task-card\"[^>]*>← Previous", html)
+        return int(found.group(1)) if found else None
+
+    assert f"You: 3 / {len(tasks)}" in card and previous(card) == answered[2]
+    for shown, before in ((answered[2], answered[1]), (answered[1], answered[0])):
+        html = client.get(f"/projects/{project.pk}/tasks/{shown}/", **HTMX).content.decode()
+        assert f'data-task-id="{shown}"' in html and previous(html) == before
+        assert f"You: 3 / {len(tasks)}" in html
+    first = client.get(f"/projects/{project.pk}/tasks/{answered[0]}/", **HTMX).content.decode()
+    assert previous(first) is None
