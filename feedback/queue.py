@@ -273,6 +273,25 @@ def task_skip(*, task: Task, annotator: AbstractBaseUser, now: datetime | None =
     _free_slots(Counter([task.pk]))
 
 
+def _lease_locked(
+    task: Task, annotator: AbstractBaseUser, submit_key: uuid.UUID | None
+) -> tuple[int | None, str | None, int | None]:
+    """The annotator's lease on the task (locked), its status, and the answer already stored
+    under the card's key: (None, None, None) without a lease that counts."""
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update else ""
+    key_field = Submission._meta.get_field("submit_key")
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            "SELECT a.id, a.status, (SELECT s.id FROM feedback_submission s"
+            "  WHERE s.task_id = a.task_id AND s.annotator_id = a.annotator_id"
+            "  AND s.submit_key = %s)"
+            " FROM feedback_assignment a"
+            f" WHERE a.task_id = %s AND a.annotator_id = %s AND a.status <> 'expired'{lock}",
+            [key_field.get_db_prep_value(submit_key, connection), task.pk, annotator.pk],
+        )
+        return cursor.fetchone() or (None, None, None)
+
+
 @transaction.atomic
 def task_submit(
     *,
@@ -292,42 +311,37 @@ def task_submit(
     Raises FeedbackError; on error nothing changes.
     """
     now = now or timezone.now()
-    # The lease locked, and any answer already stored under the card's key, in one read.
-    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update else ""
-    key_field = Submission._meta.get_field("submit_key")
     with prepared_cursor() as cursor:
+        # The usual answer, to a live lease: marked submitted at once (its row stays locked).
         cursor.execute(
-            "SELECT a.id, a.status, (SELECT s.id FROM feedback_submission s"
-            "  WHERE s.task_id = a.task_id AND s.annotator_id = a.annotator_id"
-            "  AND s.submit_key = %s)"
-            " FROM feedback_assignment a"
-            f" WHERE a.task_id = %s AND a.annotator_id = %s AND a.status <> 'expired'{lock}",
-            [key_field.get_db_prep_value(submit_key, connection), task.pk, annotator.pk],
+            "UPDATE feedback_assignment SET status = %s, finished_at = %s"
+            " WHERE task_id = %s AND annotator_id = %s AND status = %s RETURNING id",
+            [Status.SUBMITTED.value, now, task.pk, annotator.pk, Status.ACTIVE.value],
         )
-        assignment_id, status, stored_id = cursor.fetchone() or (None, None, None)
-    if submit_key is not None and stored_id is not None:
-        return Submission.objects.get(pk=stored_id)
-    if status in (None, Status.SKIPPED) and not _take_slot(
-        task.pk, task.project.annotators_per_task
-    ):
-        raise FeedbackError(
-            "Your answer was not saved: your lease on this task ran out and the task has "
-            "enough annotators now. Skip to the next task."
-        )
+        status = Status.ACTIVE if cursor.fetchone() is not None else None
     if status is None:
-        Assignment.objects.create(
-            project_id=task.project_id,
-            task=task,
-            annotator=annotator,
-            leased_until=now,
-            status=Status.SUBMITTED,
-            finished_at=now,
-        )
-    elif status != Status.SUBMITTED:
-        with prepared_cursor() as cursor:
-            cursor.execute(
-                "UPDATE feedback_assignment SET status = %s, finished_at = %s WHERE id = %s",
-                [Status.SUBMITTED.value, now, assignment_id],
+        assignment_id, status, stored_id = _lease_locked(task, annotator, submit_key)
+        if submit_key is not None and stored_id is not None:
+            return Submission.objects.get(pk=stored_id)
+        if status in (None, Status.SKIPPED) and not _take_slot(
+            task.pk, task.project.annotators_per_task
+        ):
+            raise FeedbackError(
+                "Your answer was not saved: your lease on this task ran out and the task has "
+                "enough annotators now. Skip to the next task."
+            )
+        if status is None:
+            Assignment.objects.create(
+                project_id=task.project_id,
+                task=task,
+                annotator=annotator,
+                leased_until=now,
+                status=Status.SUBMITTED,
+                finished_at=now,
+            )
+        elif status != Status.SUBMITTED:
+            Assignment.objects.filter(pk=assignment_id).update(
+                status=Status.SUBMITTED, finished_at=now
             )
     submission = submission_create(
         task=task,

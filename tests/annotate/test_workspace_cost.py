@@ -29,9 +29,9 @@ def test_a_card_and_an_answer_take_few_queries(
         card = client.post(f"/projects/{project.pk}/", **HTMX).content.decode()
     task_id = re.search(r'data-task-id="(\d+)"', card).group(1)
     key = re.search(r'name="submit_key" value="([0-9a-f-]+)"', card).group(1)
-    # The task; the lease locked, then marked; the answer, its choice and the pair's tally;
+    # The task; the lease marked submitted; the answer, its choice and the pair's tally;
     # then the next card as above.
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(11):
         response = client.post(
             f"/projects/{project.pk}/tasks/{task_id}/submit/",
             {"choice": "A", "strength": "2", "submit_key": key},
