@@ -1088,16 +1088,17 @@ class AnnotatorPlace:
 # they submitted) or else the last one, read backwards along the (project, annotator,
 # status, finished_at) index; then, a row each, the responses of the task shown. Row values
 # compare in PostgreSQL and SQLite alike.
-_MINE = "project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'"
 _PLACE_SQL = f"""
 SELECT
-    (SELECT count(*) FROM feedback_assignment WHERE {_MINE}),
+    (SELECT count(*) FROM feedback_assignment
+     WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'),
     (SELECT m.task_id FROM feedback_assignment m
-     WHERE m.{_MINE.replace(" AND ", " AND m.")}
+     WHERE m.project_id = %(project)s AND m.annotator_id = %(annotator)s
+        AND m.status = 'submitted'
         AND NOT EXISTS (
             SELECT 1 FROM feedback_assignment b
-            WHERE b.{_MINE.replace(" AND ", " AND b.")} AND b.task_id = %(before)s
-                AND (b.finished_at, b.id) <= (m.finished_at, m.id)
+            WHERE b.task_id = %(before)s AND b.annotator_id = %(annotator)s
+                AND b.status = 'submitted' AND (b.finished_at, b.id) <= (m.finished_at, m.id)
         )
      ORDER BY m.finished_at DESC, m.id DESC LIMIT 1),
     {columns(Response, "r")}
