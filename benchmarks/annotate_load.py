@@ -250,7 +250,9 @@ def main() -> None:
         time.sleep(args.warmup)
         processes = server_processes(server, db_url)
         cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        client_before = time.process_time()
         time.sleep(args.duration)
+        client_cpu = time.process_time() - client_before
         processes = server_processes(server, db_url)
         cpu = {
             name: cpu_used(cpu_before[name], cpu_seconds(pids)) for name, pids in processes.items()
@@ -285,6 +287,10 @@ def main() -> None:
         f"server CPU per judgment: {sum(per.values()):.1f} ms"
         f" ({', '.join(f'{name} {ms:.1f}' for name, ms in per.items())});"
         f" gunicorn workers' memory {min(worker_rss):.0f}-{max(worker_rss):.0f} MiB"
+    )
+    log(
+        f"client CPU per judgment: {1000 * client_cpu / max(measured, 1):.1f} ms"
+        " (the simulated annotators, this process, on the same cores)"
     )
     if errors:
         log(f"errors ({len(errors)}): {errors[:10]}")

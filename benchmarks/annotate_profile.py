@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from urllib.parse import urlencode
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -40,6 +41,9 @@ def main() -> None:
     parser.add_argument("--judgments", type=int, default=300)
     parser.add_argument("--annotators", type=int, default=8, help="bench0..N-1 take turns")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
+    parser.add_argument(
+        "--statements", action="store_true", help="PostgreSQL CPU of each statement, averaged"
+    )
     args = parser.parse_args()
     for name, value in (
         ("DJANGO_DEBUG", "0"),
@@ -95,12 +99,24 @@ def main() -> None:
     for n in range(len(clients)):  # warm: templates compiled, caches filled
         judge(n, defaultdict(list))
     cost: dict[str, list[float]] = defaultdict(list)
+    by_statement: dict[str, list[float]] = defaultdict(list)
+
+    def measure_statement(execute, sql, params, many, context):
+        """The backend's CPU for one statement, keyed by the statement's start."""
+        before = cpu_seconds([backend])[backend]
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            spent = (cpu_seconds([backend])[backend] - before) * 1000
+            by_statement[" ".join(sql.split())[:90]].append(spent)
+
     profiler = cProfile.Profile(time.process_time)  # CPU, not waits
-    for n in range(args.judgments):
-        if args.profile:
-            profiler.enable()
-        judge(n % len(clients), cost)
-        profiler.disable()
+    with connection.execute_wrapper(measure_statement) if args.statements else nullcontext():
+        for n in range(args.judgments):
+            if args.profile:
+                profiler.enable()
+            judge(n % len(clients), cost)
+            profiler.disable()
     for name, values in cost.items():
         unit = "" if name.endswith("queries") else " CPU ms"
         print(
@@ -109,6 +125,11 @@ def main() -> None:
         )
     total = sum(statistics.fmean(v) for k, v in cost.items() if not k.endswith("queries"))
     print(f"per judgment (Django + PostgreSQL): {total:.2f} ms CPU; load {os.getloadavg()}")
+    if args.statements:
+        print("PostgreSQL CPU ms a judgment, by statement (the rest: COMMIT and the protocol):")
+        for sql, values in sorted(by_statement.items(), key=lambda kv: -sum(kv[1])):
+            share, times = sum(values) / args.judgments, len(values) / args.judgments
+            print(f"  {share:5.2f}  x{times:4.2f}  {sql}")
     # The floor under any view: the same middleware, session, user and a one-line partial.
     client, headers = clients[0]
     floor = []
