@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import psycopg
 from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
+from psycopg.types.numeric import Int8Dumper
 
 M = TypeVar("M", bound=models.Model)
 
@@ -36,5 +37,10 @@ def prepared_cursor() -> CursorWrapper:
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    # psycopg sends an int as the smallest type that holds its value (smallint for 1), so one
+    # statement was prepared again for each mix of sizes, and its smallint parameters kept
+    # the planner off the bigint indexes. As bigint, each statement has one set of types.
+    cursor.adapters.register_dumper(int, Int8Dumper)
     wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    return wrap(psycopg.Cursor(connection.connection))
+    return wrap(cursor)

@@ -52,6 +52,7 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
+from feedback.rows import prepared_cursor
 from feedback.schemas import CandidateRow, ImportedRow, json_problem
 from feedback.selectors import project_for_annotator
 
@@ -291,7 +292,7 @@ def _pairwise_tally_add(task: Task, source: str, choice: str, votes: int) -> Non
     table = PairwiseTally._meta.db_table
     links = TaskResponse._meta.db_table
     counts = ["%s" if name == column else "0" for name in PairwiseTally.COLUMNS.values()]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # each answer runs it: planned once per connection
         # Both databases (SQLite: the demo) read INSERT ... SELECT ... ON CONFLICT.
         cursor.execute(
             f"INSERT INTO {table} ({_TALLY_KEYS}, {', '.join(PairwiseTally.COLUMNS.values())})"
