@@ -148,17 +148,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 else:
     # The ORM binds parameters client-side and never prepares; feedback.rows.prepared_cursor
     # binds server-side, and with this threshold its statements (the annotator's claim and
-    # card) are prepared on first use and planned once per connection. A pooler in
+    # card) are prepared on first use and planned once per connection (generic plans:
+    # feedback.apps.planner_settings). A pooler in
     # transaction mode needs protocol-level prepared statements (PgBouncer 1.21+,
     # max_prepared_statements).
-    # Prepared statements are planned once (generic plans) instead of at each run with the
-    # values at hand: estimates from statistics that lag (a new annotator "has 1 answer")
-    # chose a scan and sort of all an annotator's answers, and planning alone cost as much
-    # as running. Only those statements are prepared, so nothing else is affected.
-    DATABASES["default"]["OPTIONS"] = {
-        "prepare_threshold": 0,
-        "options": "-c plan_cache_mode=force_generic_plan",
-    }
+    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": 0}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis when given (shared by all web processes), else memory local to each process.

@@ -15,7 +15,7 @@ class FeedbackConfig(AppConfig):
         from feedback.models import LoopConfig, Project, ProjectMember, RewardModel
         from feedback.rewards import remove_artifacts_after_delete
 
-        connection_created.connect(plan_cursors_for_every_row)
+        connection_created.connect(planner_settings)
         post_delete.connect(remove_artifacts_after_delete, sender=RewardModel)
         for signal in (post_save, post_delete):
             signal.connect(user_changed, sender=get_user_model())
@@ -51,11 +51,22 @@ def loop_config_changed(sender, instance, **kwargs) -> None:
     cache.delete(loop_off_key(instance.project_id))
 
 
-def plan_cursors_for_every_row(sender, connection, **kwargs) -> None:
-    """Server-side cursors (`.iterator()`) serve exports and agreement, which read every row:
-    plan them for all rows, not for a fast first tenth (PostgreSQL's default), which walked
-    the whole feedback table by primary key when other projects were large. A SET rather
-    than a connection option, which poolers such as PgBouncer refuse."""
+def planner_settings(sender, connection, **kwargs) -> None:
+    """Two planner settings for each new connection, set by a statement rather than a
+    connection option, which poolers such as PgBouncer refuse.
+
+    - Server-side cursors (`.iterator()`) serve exports and agreement, which read every row:
+      plan them for all rows, not for a fast first tenth (PostgreSQL's default), which
+      walked the whole feedback table by primary key when other projects were large.
+    - The prepared statements of the annotator's loop (feedback.rows.prepared_cursor) run
+      on their generic plan, made once per connection: planned afresh for each card, with
+      that annotator's values and statistics that lagged behind ("a new annotator has one
+      answer"), the place statement sorted all of an annotator's answers, and planning
+      cost as much as running. Nothing else is prepared.
+    """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET cursor_tuple_fraction = 1")
+            cursor.execute(
+                "SELECT set_config('cursor_tuple_fraction', '1', false),"
+                " set_config('plan_cache_mode', 'force_generic_plan', false)"
+            )
