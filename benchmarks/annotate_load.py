@@ -40,8 +40,9 @@ What it does:
 4. Prints judgments/s and p50/p95/p99 latency of an answer (with its next card) and of the
    first card (after the warm-up, or after a refused answer), then counts in the
    database: judgments the server accepted but did not store (lost), answers stored twice
-   for one annotator and task (duplicates), tasks with more than 3 annotators, and tasks
-   whose slot counter disagrees with their leases.
+   for one annotator and task (duplicates), tasks with more than 3 annotators, tasks
+   whose slot counter disagrees with their leases, and annotators whose progress count
+   (the card's "You: n", kept by triggers) disagrees with theirs.
 """
 
 from __future__ import annotations
@@ -171,6 +172,14 @@ def check(
             f"tasks with more than {OVERLAP} annotators": one(
                 "SELECT count(*) FROM (SELECT 1 FROM feedback_submission WHERE is_current"
                 f" AND annotator_id IS NOT NULL GROUP BY task_id HAVING count(*) > {OVERLAP}) o"
+            ),
+            "annotators whose progress count disagrees with their leases": one(
+                "SELECT count(*) FROM (SELECT annotator_id, count(*) AS n"
+                " FROM feedback_assignment WHERE project_id = %(project)s"
+                " AND status = 'submitted' GROUP BY annotator_id) a"
+                " FULL JOIN (SELECT annotator_id, submitted FROM feedback_annotatorprogress"
+                " WHERE project_id = %(project)s AND submitted > 0) p USING (annotator_id)"
+                " WHERE a.n IS DISTINCT FROM p.submitted"
             ),
             "tasks whose slot counter disagrees with their leases": one(
                 "SELECT count(*) FROM feedback_task t WHERE t.project_id = %(project)s AND"

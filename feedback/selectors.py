@@ -1084,14 +1084,14 @@ class AnnotatorPlace:
     previous_task_id: int | None  # for "back"
 
 
-# The annotator's submitted tasks in order: how many, and the one before `before` (a task
-# they submitted) or else the last one, read backwards along the (project, annotator,
-# status, finished_at) index; then, a row each, the responses of the task shown. Row values
-# compare in PostgreSQL and SQLite alike.
+# The annotator's submitted tasks: how many (kept by triggers, AnnotatorProgress), and the
+# one before `before` (a task they submitted) or else the last one, read backwards along the
+# (project, annotator, status, finished_at, id) index; then, a row each, the responses of
+# the task shown. Row values compare in PostgreSQL and SQLite alike.
 _PLACE_SQL = f"""
 SELECT
-    (SELECT count(*) FROM feedback_assignment
-     WHERE project_id = %(project)s AND annotator_id = %(annotator)s AND status = 'submitted'),
+    COALESCE((SELECT submitted FROM feedback_annotatorprogress
+     WHERE project_id = %(project)s AND annotator_id = %(annotator)s), 0),
     (SELECT m.task_id FROM feedback_assignment m
      WHERE m.project_id = %(project)s AND m.annotator_id = %(annotator)s
         AND m.status = 'submitted'
