@@ -1,8 +1,9 @@
 from django.apps import AppConfig
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connections
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class FeedbackConfig(AppConfig):
@@ -16,6 +17,7 @@ class FeedbackConfig(AppConfig):
         from feedback.rewards import remove_artifacts_after_delete
 
         connection_created.connect(planner_settings)
+        post_migrate.connect(progress_triggers_on_sqlite, sender=self)
         post_delete.connect(remove_artifacts_after_delete, sender=RewardModel)
         for signal in (post_save, post_delete):
             signal.connect(user_changed, sender=get_user_model())
@@ -51,6 +53,14 @@ def loop_config_changed(sender, instance, **kwargs) -> None:
     cache.delete(loop_off_key(instance.project_id))
 
 
+def progress_triggers_on_sqlite(sender, using: str, **kwargs) -> None:
+    """The demo's progress counts: see feedback.sqlite (PostgreSQL's are migration 0017's)."""
+    from feedback.sqlite import progress_triggers_ensure
+
+    if connections[using].vendor == "sqlite":
+        progress_triggers_ensure(connections[using])
+
+
 def planner_settings(sender, connection, **kwargs) -> None:
     """Two planner settings for each new connection, set by a statement rather than a
     connection option, which poolers such as PgBouncer refuse.
@@ -62,7 +72,8 @@ def planner_settings(sender, connection, **kwargs) -> None:
       on their generic plan, made once per connection: planned afresh for each card, with
       that annotator's values and statistics that lagged behind ("a new annotator has one
       answer"), the place statement sorted all of an annotator's answers, and planning
-      cost as much as running. Nothing else is prepared.
+      cost as much as running. Nothing else binds values server-side: the ORM puts them in
+      the text, and so does the leaderboard's binary query (selectors._integer_rows).
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -674,9 +674,9 @@ class Assignment(models.Model):
 class AnnotatorProgress(models.Model):
     """How many tasks of a project an annotator has submitted: the "You: n" of every card.
 
-    Kept by database triggers on feedback_assignment (migration 0017), whoever writes it,
-    so it cannot drift; counting the leases instead read every answer of the annotator,
-    1 ms a card at 3,000 answers and growing with them.
+    Kept by database triggers on feedback_assignment (migration 0017; on the demo's SQLite,
+    feedback.sqlite), whoever writes the leases, so it cannot drift; counting the leases
+    instead read every answer of the annotator, 1 ms a card at 3,000 answers and growing.
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")

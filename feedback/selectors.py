@@ -692,8 +692,8 @@ def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> dict[str, np
 
     PostgreSQL packs a group's rows into one bytea of big-endian int64s, which numpy
     reads as it is: as rows of Python ints (or by COPY, a message per row), 200,000 rows
-    took longer than the query. The result comes in binary, on a cursor of its own with
-    server-side binding (Django's client-side cursors return text only): in text, the
+    took longer than the query. The result comes in binary, on a psycopg cursor of its own
+    (Django's cursors return text only): in text, the
     server wrote each bytea out in hex, twice its size, and the client decoded it back.
     Other databases: fetchall.
     """
@@ -709,12 +709,13 @@ def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> dict[str, np
     packed = " || ".join(f"int8send(CAST(q.c{n} AS bigint))" for n in range(columns))
     names = ", ".join(f"c{n}" for n in range(columns))
     connection.ensure_connection()
+    query = f"SELECT q.key, string_agg({packed}, '') FROM ({sql}) q(key, {names}) GROUP BY q.key"
+    # The values go into the text, as Django's cursors put them: a statement with parameters
+    # would be planned for any value (the connection's plan_cache_mode serves the prepared
+    # statements of the annotator's loop), and projects' sizes differ too much for that.
+    query = psycopg.ClientCursor(connection.connection).mogrify(query, params)
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            f"SELECT q.key, string_agg({packed}, '') FROM ({sql}) q(key, {names}) GROUP BY q.key",
-            params,
-            binary=True,
-        )
+        cursor.execute(query, binary=True, prepare=False)
         groups = cursor.fetchall()
     return {
         key: np.frombuffer(data, ">i8").reshape(-1, columns).astype(np.int64)

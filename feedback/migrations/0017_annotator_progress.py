@@ -3,19 +3,26 @@
 # the annotator (1 ms a card at 3,000 answers, growing with them). Issue 14.
 #
 # A lease counts while its status is 'submitted': it is counted when inserted or updated
-# into that status, and uncounted when updated out of it or deleted. Both databases: the
-# demo (SQLite) reads the same counts.
+# into that status, and uncounted when updated out of it or deleted.
+#
+# PostgreSQL, here: per statement, over its transition tables, the count of each annotator
+# whose count moved is updated (rows locked in key order, so that two bulk statements do
+# not deadlock), or inserted (a first answer; ON CONFLICT: two at once). A count whose row
+# is gone is dropped: its project or annotator is being deleted. Per row, a bulk write (a
+# COPY of past answers, a cascade delete) updated one count again and again in one
+# transaction, each update walking the versions before it: 260,000 seeded answers took
+# five minutes. A TRUNCATE of the leases empties the counts.
+#
+# SQLite (the demo): row triggers, made after every migrate (feedback.apps), as SQLite
+# drops a table's triggers whenever Django rebuilds the table.
 
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-# PostgreSQL: per statement, over its transition tables, the count of each annotator whose
-# count moved is updated, or inserted (a first answer; ON CONFLICT: two at once). A count
-# whose row is gone is dropped: its project or annotator is being deleted, rows first. Per row, a bulk write (a COPY of past answers, a project's cascade delete)
-# updated one counter row again and again in one transaction, each update walking the
-# versions before it: 260,000 seeded answers took five minutes.
-COUNTED = "SELECT project_id, annotator_id, 1 AS change FROM counted_new WHERE status = 'submitted'"
+COUNTED = (
+    "SELECT project_id, annotator_id, 1 AS change FROM counted_new WHERE status = 'submitted'"
+)
 UNCOUNTED = (
     "SELECT project_id, annotator_id, -1 AS change FROM counted_old WHERE status = 'submitted'"
 )
@@ -27,7 +34,7 @@ CHANGES = {
     ),
     "delete": ("OLD TABLE AS counted_old", UNCOUNTED),
 }
-POSTGRESQL = [
+TRIGGERS = [
     statement
     for operation, (tables, moved) in CHANGES.items()
     for statement in (
@@ -38,10 +45,14 @@ POSTGRESQL = [
             WITH moved AS (
                 SELECT project_id, annotator_id, sum(change) AS change FROM ({moved}) m
                 GROUP BY project_id, annotator_id HAVING sum(change) <> 0
+            ), locked AS (
+                SELECT p.id, moved.change FROM feedback_annotatorprogress p
+                JOIN moved USING (project_id, annotator_id)
+                ORDER BY p.project_id, p.annotator_id
+                FOR UPDATE OF p
             ), updated AS (
-                UPDATE feedback_annotatorprogress p SET submitted = p.submitted + moved.change
-                FROM moved
-                WHERE p.project_id = moved.project_id AND p.annotator_id = moved.annotator_id
+                UPDATE feedback_annotatorprogress p SET submitted = p.submitted + locked.change
+                FROM locked WHERE p.id = locked.id
                 RETURNING p.project_id, p.annotator_id
             )
             INSERT INTO feedback_annotatorprogress AS p (project_id, annotator_id, submitted)
@@ -61,67 +72,39 @@ POSTGRESQL = [
         f" AFTER {operation.upper()} ON feedback_assignment REFERENCING {tables}"
         f" FOR EACH STATEMENT EXECUTE FUNCTION feedback_assignment_progress_{operation}()",
     )
+] + [
+    """
+    CREATE FUNCTION feedback_assignment_progress_truncate() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM feedback_annotatorprogress;
+        RETURN NULL;
+    END
+    $$
+    """,
+    "CREATE TRIGGER assignment_progress_truncate AFTER TRUNCATE ON feedback_assignment"
+    " FOR EACH STATEMENT EXECUTE FUNCTION feedback_assignment_progress_truncate()",
+    "INSERT INTO feedback_annotatorprogress (project_id, annotator_id, submitted)"
+    " SELECT project_id, annotator_id, count(*) FROM feedback_assignment"
+    " WHERE status = 'submitted' GROUP BY project_id, annotator_id",
 ]
-POSTGRESQL_UNDO = [
+UNDO = [
     statement
-    for operation in CHANGES
+    for operation in [*CHANGES, "truncate"]
     for statement in (
         f"DROP TRIGGER assignment_progress_{operation} ON feedback_assignment",
         f"DROP FUNCTION feedback_assignment_progress_{operation}()",
     )
 ]
-# SQLite (the demo) has only row triggers; it updates rows in place.
-COUNT = (
-    "INSERT INTO feedback_annotatorprogress (project_id, annotator_id, submitted)"
-    " VALUES (NEW.project_id, NEW.annotator_id, 1)"
-    " ON CONFLICT (project_id, annotator_id) DO UPDATE SET submitted = submitted + 1;"
-)
-UNCOUNT = (
-    "UPDATE feedback_annotatorprogress SET submitted = submitted - 1"
-    " WHERE project_id = OLD.project_id AND annotator_id = OLD.annotator_id;"
-)
-MOVED = (
-    "(OLD.status <> NEW.status OR OLD.project_id <> NEW.project_id"
-    " OR OLD.annotator_id <> NEW.annotator_id)"
-)
-SQLITE = [
-    "CREATE TRIGGER assignment_progress_insert AFTER INSERT ON feedback_assignment"
-    f" WHEN NEW.status = 'submitted' BEGIN {COUNT} END",
-    "CREATE TRIGGER assignment_progress_update_old"
-    " AFTER UPDATE OF status, project_id, annotator_id ON feedback_assignment"
-    f" WHEN OLD.status = 'submitted' AND {MOVED} BEGIN {UNCOUNT} END",
-    "CREATE TRIGGER assignment_progress_update_new"
-    " AFTER UPDATE OF status, project_id, annotator_id ON feedback_assignment"
-    f" WHEN NEW.status = 'submitted' AND {MOVED} BEGIN {COUNT} END",
-    "CREATE TRIGGER assignment_progress_delete AFTER DELETE ON feedback_assignment"
-    f" WHEN OLD.status = 'submitted' BEGIN {UNCOUNT} END",
-]
-SQLITE_UNDO = [
-    f"DROP TRIGGER {name}"
-    for name in (
-        "assignment_progress_insert",
-        "assignment_progress_update_old",
-        "assignment_progress_update_new",
-        "assignment_progress_delete",
-    )
-]
-BACKFILL = (
-    "INSERT INTO feedback_annotatorprogress (project_id, annotator_id, submitted)"
-    " SELECT project_id, annotator_id, count(*) FROM feedback_assignment"
-    " WHERE status = 'submitted' GROUP BY project_id, annotator_id"
-)
 
 
-def triggers_create(apps, schema_editor):
-    postgresql = schema_editor.connection.vendor == "postgresql"
-    for statement in [*(POSTGRESQL if postgresql else SQLITE), BACKFILL]:
-        schema_editor.execute(statement)
+def run_on_postgresql(statements: list[str]):
+    def run(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in statements:
+                schema_editor.execute(statement)
 
-
-def triggers_drop(apps, schema_editor):
-    postgresql = schema_editor.connection.vendor == "postgresql"
-    for statement in POSTGRESQL_UNDO if postgresql else SQLITE_UNDO:
-        schema_editor.execute(statement)
+    return run
 
 
 class Migration(migrations.Migration):
@@ -166,5 +149,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(triggers_create, triggers_drop),
+        migrations.RunPython(run_on_postgresql(TRIGGERS), run_on_postgresql(UNDO)),
     ]

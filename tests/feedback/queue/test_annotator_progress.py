@@ -4,6 +4,7 @@ on the leases: every way a lease becomes submitted or stops being so moves it.""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from feedback.models import Assignment, Project
@@ -81,3 +82,15 @@ def test_a_project_with_counted_answers_can_be_deleted(project, annotator):
     task_submit(task=task, annotator=annotator, feedback=A_BETTER)
     project.delete()
     assert not Project.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's TRUNCATE trigger")
+def test_a_truncate_of_the_leases_empties_the_counts(project, annotator):
+    task = task_with_responses(project, "pair", 2)
+    task_claim_next(project=project, annotator=annotator)
+    task_submit(task=task, annotator=annotator, feedback=A_BETTER)
+    with connection.cursor() as cursor:
+        # The test's transaction still holds the deferred foreign-key checks of its writes.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("TRUNCATE feedback_assignment CASCADE")
+    assert shown(project, annotator) == 0
