@@ -693,9 +693,8 @@ def _integer_rows(sql: str, params: Sequence[Any], columns: int) -> dict[str, np
     PostgreSQL packs a group's rows into one bytea of big-endian int64s, which numpy
     reads as it is: as rows of Python ints (or by COPY, a message per row), 200,000 rows
     took longer than the query. The result comes in binary, on a psycopg cursor of its own
-    (Django's cursors return text only): in text, the
-    server wrote each bytea out in hex, twice its size, and the client decoded it back.
-    Other databases: fetchall.
+    (Django's cursors return text only): in text, the server wrote each bytea out in hex,
+    twice its size, and the client decoded it back. Other databases: fetchall.
     """
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
