@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from annotators import PG, ensure_database, setup_django
+from cpu_meter import cpu_seconds
 
 DATABASE = "prefhub_bench_import"
 DATABASE_URL = f"{PG}/{DATABASE}"
@@ -96,6 +97,10 @@ def run_request(rows: int, runs: int, profile: bool) -> list[str]:
         client.force_authenticate(user)
         url = reverse("api:prompt-list", args=[project.pk])
         profiler = cProfile.Profile() if profile else None
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+        db_cpu = cpu_seconds([backend])[backend]
         cpu, wall = time.process_time(), time.perf_counter()
         with CaptureQueriesContext(connection) as queries:
             if profiler:
@@ -104,12 +109,14 @@ def run_request(rows: int, runs: int, profile: bool) -> list[str]:
             if profiler:
                 profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        db_cpu = cpu_seconds([backend])[backend] - db_cpu
         assert response.status_code == 201, response.content[:500]
         tasks = Task.objects.filter(project=project).count()
         assert tasks == rows, tasks
         best = max(best, tasks / wall)
         print(
             f"  run {run + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU (this process), "
+            f"{db_cpu:.2f} s CPU (its PostgreSQL backend), "
             f"{len(queries)} queries, {tasks / wall:,.0f} tasks/s"
         )
         if profiler:
