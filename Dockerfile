@@ -25,5 +25,5 @@ RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin pref
 USER prefhub
 
 EXPOSE 8000
-ENV GUNICORN_BIND=0.0.0.0:8000
-CMD ["gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"]
+ENV WEB_BIND=0.0.0.0:8000
+CMD ["python", "-m", "config.serve"]

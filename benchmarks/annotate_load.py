@@ -1,4 +1,4 @@
-"""Load test of the annotator workspace: gunicorn + PostgreSQL, 16 simulated annotators.
+"""Load test of the annotator workspace: granian + PostgreSQL, 16 simulated annotators.
 
 Run from the repository root (PostgreSQL on 127.0.0.1:5432, user postgres):
 
@@ -6,7 +6,7 @@ Run from the repository root (PostgreSQL on 127.0.0.1:5432, user postgres):
 
 Options: --duration S (measured, after --warmup S, default 10), --annotators N, --think-ms MS
 (mean pause between judgments; 0, the default, has every annotator ask again at once and so
-measures the saturated server), --workers W --threads T (gunicorn),
+measures the saturated server), --workers W --threads T (the web server),
 --keep (leave the database for a rerun), --reuse (use a kept database, seeding nothing).
 
 Beside Label Studio 1.23.2 (installed into --ls-venv, default /work/lsvenv, when missing):
@@ -33,7 +33,8 @@ What it does:
    and past work of 30 annotators at 3 annotators per task: 260,000 submissions holding
    1,000,000 feedback records (ratings, spans, critiques, pairwise choices, rationales), all
    through PostgreSQL COPY. About 13,000 pair tasks still need annotators.
-2. Starts gunicorn (gthread) on 127.0.0.1:8106 with DEBUG off and persistent connections.
+2. Starts the web server (config/serve.py, granian) on 127.0.0.1:8106 with DEBUG off and
+   persistent connections.
 3. Each simulated annotator logs in, POSTs the page for its first card (the claim the htmx
    page makes), then submits a pairwise judgment on each card as fast as it can (the htmx
    POST; its reply is the next card, as the page swaps it in).
@@ -72,7 +73,7 @@ from annotators import (
     seed,
     server_processes,
     setup_django,
-    start_gunicorn,
+    start_web,
 )
 from cpu_meter import cpu_seconds, cpu_used, rss_mb
 
@@ -239,7 +240,7 @@ def main() -> None:
     usernames = [f"bench{i}" for i in range(args.annotators)]
     load_before = os.getloadavg()[0]
     before = check(db_url, project_id, usernames, 0, {})
-    server = start_gunicorn(db_url, args.port, args.workers, args.threads)
+    server = start_web(db_url, args.port, args.workers, args.threads)
     try:
         annotators = [Annotator(name) for name in usernames]
         start = threading.Barrier(args.annotators + 1)
@@ -255,7 +256,7 @@ def main() -> None:
             thread.start()
         # Everyone logs in first; the clock starts when all are ready.
         start.wait()
-        # CPU the server spends in the measured window: gunicorn and its PostgreSQL backends.
+        # CPU the server spends in the measured window: web processes and their PostgreSQL backends.
         time.sleep(args.warmup)
         processes = server_processes(server, db_url)
         cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
@@ -266,7 +267,7 @@ def main() -> None:
         cpu = {
             name: cpu_used(cpu_before[name], cpu_seconds(pids)) for name, pids in processes.items()
         }
-        worker_rss = [rss_mb(pid) for pid in processes["gunicorn"][1:]]
+        worker_rss = [rss_mb(pid) for pid in processes["web"][1:]]
         for thread in threads:
             thread.join()
         elapsed = args.duration
@@ -281,7 +282,7 @@ def main() -> None:
     errors = [e for a in annotators for e in a.errors]
     log(
         f"\n{args.annotators} annotators, {elapsed:.0f} s after {args.warmup:.0f} s warm-up, "
-        f"gunicorn {args.workers} workers x "
+        f"granian {args.workers} workers x "
         f"{args.threads} threads, {os.cpu_count()} CPUs, think time {args.think_ms:.0f} ms, "
         f"load average before {load_before:.1f}"
     )
@@ -295,7 +296,7 @@ def main() -> None:
     log(
         f"server CPU per judgment: {sum(per.values()):.1f} ms"
         f" ({', '.join(f'{name} {ms:.1f}' for name, ms in per.items())});"
-        f" gunicorn workers' memory {min(worker_rss):.0f}-{max(worker_rss):.0f} MiB"
+        f" web workers' memory {min(worker_rss):.0f}-{max(worker_rss):.0f} MiB"
     )
     log(
         f"client CPU per judgment: {1000 * client_cpu / max(measured, 1):.1f} ms"

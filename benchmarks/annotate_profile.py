@@ -6,7 +6,7 @@ Run after `python benchmarks/annotate_load.py --keep` (same `--database`):
     python benchmarks/annotate_profile.py --judgments 300 [--profile 25]
 
 The requests go through Django's whole handler (middleware, CSRF, session, templates) with
-the production settings the load test's gunicorn uses, from one thread: no HTTP, no queueing.
+the production settings the load test's web server uses, from one thread: no HTTP, no queueing.
 Prints CPU milliseconds per request of this process and of its PostgreSQL backend (read from
 /proc, so the server must run on this machine), queries per request, the floor (the cheapest
 annotator request: middleware, session, user, a one-line partial), and with --profile the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import label_studio as ls
-from annotators import answer_for, log, log_in, start_gunicorn
+from annotators import answer_for, log, log_in, start_web
 from cpu_meter import CpuMeter, CpuWindow, PrivatePostgres
 from side_by_side import (
     pairwise_items,
@@ -147,7 +147,7 @@ def compare(args) -> None:
     )
     with PrivatePostgres(args.pg_port) as pg:
         token, names = prefhub_prepare(pg.url, "prefhub_bench", args.annotators)
-        ours = start_gunicorn(
+        ours = start_web(
             f"{pg.url}/prefhub_bench", args.port, args.workers, args.threads, logs / "ours.log"
         )
         peer = ls.LabelStudio(venv, pg.port, "ls_bench", port=args.port + 2)

@@ -1,4 +1,4 @@
-"""Parts of the annotator load tests: seeding a project by COPY, serving it with gunicorn,
+"""Parts of the annotator load tests: seeding a project by COPY, serving it with granian,
 and what a simulated annotator does on the page (log in, answer the card it is shown).
 
 Used by `annotate_load.py` (speed) and `load_fault.py` (faults); run those, not this.
@@ -313,7 +313,7 @@ def copy_seed(
 # --- Server ---------------------------------------------------------------------------
 
 
-def start_gunicorn(
+def start_web(
     db_url: str,
     port: int,
     workers: int,
@@ -321,7 +321,8 @@ def start_gunicorn(
     output: Path | None = None,
     **extra_env: str,
 ) -> subprocess.Popen:
-    """gunicorn serving `db_url` on 127.0.0.1:`port`; its log goes to `output` if given."""
+    """The web server (config/serve.py, granian) serving `db_url` on 127.0.0.1:`port`; its
+    log goes to `output` if given."""
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -331,9 +332,9 @@ def start_gunicorn(
         "DJANGO_SECURE_COOKIES": "0",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_CONN_MAX_AGE": "600",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_THREADS": str(threads),
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": str(workers),
+        "WEB_THREADS": str(threads),
         "LOG_LEVEL": "WARNING",
         **extra_env,
     }
@@ -345,7 +346,7 @@ def start_gunicorn(
         check=True,
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
+        [sys.executable, "-m", "config.serve"],
         cwd=ROOT,
         env=env,
         start_new_session=True,
@@ -360,19 +361,20 @@ def start_gunicorn(
             pass
         time.sleep(0.2)
     server.kill()
-    raise SystemExit("gunicorn did not start")
+    raise SystemExit("the web server did not start")
 
 
 def server_processes(server: subprocess.Popen, db_url: str) -> dict[str, list[int]]:
-    """Process ids of gunicorn (master and workers) and of the PostgreSQL backends connected
-    to `db_url`'s database (PostgreSQL must run on this machine)."""
+    """Process ids of the web server (granian's main process and the workers it forked) and of
+    the PostgreSQL backends connected to `db_url`'s database (PostgreSQL must run on this
+    machine)."""
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     with psycopg.connect(db_url, autocommit=True) as conn:
         backends = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
             " AND pid <> pg_backend_pid()"
         ).fetchall()
-    return {"gunicorn": [server.pid, *map(int, children)], "PostgreSQL": [p for (p,) in backends]}
+    return {"web": [server.pid, *map(int, children)], "PostgreSQL": [p for (p,) in backends]}
 
 
 def download(api: httpx.Client, url: str, params: dict, out) -> int:

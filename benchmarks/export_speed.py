@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import label_studio as ls
-from annotators import download, log, start_gunicorn
+from annotators import download, log, start_web
 from cpu_meter import CpuMeter, PrivatePostgres, rss_mb
 from side_by_side import (
     PeakRss,
@@ -110,7 +110,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="export-speed-"))
     with PrivatePostgres(args.pg_port) as pg:
         token, names = prefhub_prepare(pg.url, "prefhub_bench", per)
-        ours = start_gunicorn(
+        ours = start_web(
             f"{pg.url}/prefhub_bench", args.port, args.workers, args.threads, logs / "ours.log"
         )
         peer = None

@@ -7,7 +7,7 @@ Both apps run at once on one private PostgreSQL cluster (see cpu_meter.py), each
 own database, and get the same generated items (a ~150-character prompt, two ~300-character
 answers). This app: `POST /api/projects/{id}/prompts/` with `{"rows": [{"id", "prompt",
 "responses": [a, b]}, ...]}` (a prompt, two responses and one pair task per row; 7.6 MB
-for 10,000 rows, within PREFHUB_API_IMPORT_MAX_BYTES's 64 MiB default), gunicorn 2 workers x
+for 10,000 rows, within PREFHUB_API_IMPORT_MAX_BYTES's 64 MiB default), granian 2 workers x
 2 threads. Label Studio 1.23.2: `POST /api/projects/{id}/import` with the list of tasks
 (`{"data": {"prompt", "answer_a", "answer_b"}}`), uwsgi as its image runs it. Each
 repeat imports into a fresh project of each app, alternating, so both see the same load.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import label_studio as ls
-from annotators import log, start_gunicorn
+from annotators import log, start_web
 from cpu_meter import CpuMeter, PrivatePostgres
 from side_by_side import (
     PeakRss,
@@ -80,7 +80,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="import-speed-"))
     with PrivatePostgres(args.pg_port) as pg:
         token, _ = prefhub_prepare(pg.url, "prefhub_bench", 0)
-        ours = start_gunicorn(
+        ours = start_web(
             f"{pg.url}/prefhub_bench", args.port, args.workers, args.threads, logs / "ours.log"
         )
         peer = None

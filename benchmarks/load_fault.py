@@ -7,7 +7,7 @@ Run from the repository root, as root (PostgreSQL is started as the `postgres` u
 
 Everything runs on 127.0.0.1 in throwaway instances this script starts and removes: its
 own PostgreSQL cluster (initdb into a temporary directory, a free port) and its own
-redis-server (append-only file, a free port), never the machine's shared ones; gunicorn
+redis-server (append-only file, a free port), never the machine's shared ones; granian
 and two Celery workers (solo pool) on those.
 
 What happens, over --duration seconds of traffic:
@@ -56,7 +56,7 @@ from annotators import (
     log,
     seed,
     setup_django,
-    start_gunicorn,
+    start_web,
 )
 
 DATABASE = "prefhub_load_fault"
@@ -356,8 +356,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1500)
     parser.add_argument("--retries", type=int, default=8, help="per request, after a failure")
     parser.add_argument("--job-timeout", type=float, default=60.0)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn processes")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per process")
+    parser.add_argument("--workers", type=int, default=2, help="web server processes")
+    parser.add_argument("--threads", type=int, default=8, help="web server threads per process")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the throwaway PostgreSQL is started as the postgres user")
@@ -399,7 +399,7 @@ def main() -> None:
         judge_id = judge_create(model_dir)
         port = free_port()
         # Each request cut by a restart logs a traceback: to a file, the clients count them.
-        server = start_gunicorn(db_url, port, args.workers, args.threads, root / "web.log")
+        server = start_web(db_url, port, args.workers, args.threads, root / "web.log")
         for worker in workers:
             wait_until(lambda w=worker: " ready." in w.output(), 120, f"worker {worker.name}")
 

@@ -200,7 +200,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 if not DEBUG:
-    # Hashed, compressed files from collectstatic, served by WhiteNoise under gunicorn.
+    # Hashed, compressed files from collectstatic, served by WhiteNoise under granian.
     STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -6,7 +6,7 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Before torch loads OpenMP (every process that runs jobs imports this first: manage.py and
-# gunicorn through config, Celery through -A worker). OpenMP threads spin-wait between
+# granian through config, Celery through -A worker). OpenMP threads spin-wait between
 # parallel regions by default; when other processes hold the cores (a shared server, a
 # laptop's browser), a spinning thread takes the CPU from the one doing the work, and a
 # SmolLM2 decode step on 2 busy cores took 2.5 s instead of 0.3 s. Passive threads sleep.

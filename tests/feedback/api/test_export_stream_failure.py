@@ -1,7 +1,7 @@
 """An export that fails after its first byte must not reach the client as a whole file.
 
-Served by gunicorn as in production: the failure ends the chunked body without its last
-chunk, which HTTP clients report as an error, and the server logs it.
+Served by granian through config.serve as in production: the failure ends the chunked body
+without its last chunk, which HTTP clients report as an error, and the server logs it.
 """
 
 import os
@@ -38,13 +38,13 @@ def server(tmp_path):
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "1",
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "1",
     }
-    log = tmp_path / "gunicorn.log"
-    config = ROOT / "tests" / "feedback" / "api" / "gunicorn_breaking.py"
+    log = tmp_path / "web.log"
+    serve = "from config.serve import serve; serve('tests.feedback.api.breaking_wsgi:application')"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(config), "config.wsgi"],
+        [sys.executable, "-c", serve],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),

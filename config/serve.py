@@ -1,0 +1,53 @@
+"""The web server: granian serving config.wsgi, `python -m config.serve`.
+
+Settings from the environment (unset or empty: the default): WEB_BIND `host:port`
+(`127.0.0.1:8000`), WEB_WORKERS processes (one a core), WEB_THREADS threads each running the
+WSGI app (2), WEB_ACCESS_LOG (any value: one line a request on stdout), LOG_LEVEL (granian's
+own lines; Django's settings read it too).
+
+granian rather than gunicorn: measured on 2 cores with 16 annotators answering without a pause
+over 100,000 tasks (benchmarks/annotate_load.py, 2026-12-02), granian served ~405 judgments/s
+for 2.7-2.8 ms of web-process CPU a judgment and p95 52-55 ms, gunicorn gthread 270-364
+judgments/s, 3.0-3.9 ms and p95 62-105 ms; beside Label Studio with a new connection per
+request, 347 judgments/s against gunicorn's 305. granian ends a chunked response without its
+last chunk when the app fails mid-stream, so a broken export reaches the client as an error
+(tests/feedback/api/test_export_stream_failure.py), and streams request bodies to the app, so
+an upload is not held whole in memory.
+
+One process a core, since one process holds one core at most (Python's lock); two threads
+each, so a thread waiting on the database leaves the core to the other. The sweep behind
+these defaults ran under gunicorn (README, benchmarks). WSGI has no request timeout here: a
+hung request holds its thread until it returns.
+"""
+
+import os
+
+from granian import Granian
+from granian.constants import Interfaces
+from granian.log import LogLevels
+
+APPLICATION = "config.wsgi:application"
+
+
+def serve(target: str = APPLICATION) -> None:
+    """Serve the WSGI callable `target` ("module:name") until SIGINT or SIGTERM.
+
+    Workers are processes forked by this one; a worker that dies is started again.
+    """
+    host, _, port = (os.environ.get("WEB_BIND") or "127.0.0.1:8000").rpartition(":")
+    Granian(
+        target=target,
+        interface=Interfaces.WSGI,
+        address=host,
+        port=int(port),
+        workers=int(os.environ.get("WEB_WORKERS") or os.cpu_count() or 1),
+        blocking_threads=int(os.environ.get("WEB_THREADS") or 2),
+        websockets=False,
+        respawn_failed_workers=True,
+        log_level=LogLevels((os.environ.get("LOG_LEVEL") or "INFO").lower()),
+        log_access=bool(os.environ.get("WEB_ACCESS_LOG")),
+    ).serve()
+
+
+if __name__ == "__main__":
+    serve()
