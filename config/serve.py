@@ -42,6 +42,9 @@ def serve(target: str = APPLICATION) -> None:
         port=int(port),
         workers=int(os.environ.get("WEB_WORKERS") or os.cpu_count() or 1),
         blocking_threads=int(os.environ.get("WEB_THREADS") or 2),
+        # granian's longest: a thread that ends takes its persistent database connection
+        # with it, and the next request after a lull would open another.
+        blocking_threads_idle_timeout=600,
         websockets=False,
         respawn_failed_workers=True,
         log_level=LogLevels((os.environ.get("LOG_LEVEL") or "INFO").lower()),
