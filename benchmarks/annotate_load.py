@@ -15,10 +15,11 @@ Beside Label Studio 1.23.2 (installed into --ls-venv, default /work/lsvenv, when
 
 runs both apps at once on a private PostgreSQL cluster (cpu_meter.py), each given the same
 10,000 generated pairwise items (--tasks; a ~150-character prompt, two ~300-character
-answers) through its import API, 3 annotators a task (--overlap), and drives each in turn,
-alternating, with the same client: 8 annotators looping next task + submit with no pause
-(--annotators), then one annotator alone, each first with a new connection per request (a
-browser behind a proxy that closes them) and then with keep-alive; --duration S measured
+answers) through its import API, into a new project for each phase, 3 annotators a task
+(--overlap), and drives each in turn, alternating, with the same client (lean_http.py): 8
+annotators looping next task + submit with no pause (--annotators), then one annotator
+alone, each first with a new connection per request (a browser behind a proxy that closes
+them) and then with keep-alive; --duration S measured
 after --warmup S per phase (defaults 20 and 3 in this mode). This app: what the htmx page
 sends (log in once; POST the page for the first card, then POST each answer, whose reply is
 the next card: one request a judgment). Label Studio: what its labeling stream sends, `GET
@@ -58,18 +59,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import httpx
 import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
 from annotators import (
     OVERLAP,
     PG,
+    annotator_client,
     answer_for,
     create_database,
     drop_database,
     log,
-    log_in,
     seed,
     server_processes,
     setup_django,
@@ -100,8 +100,8 @@ def drive(
     """As the page: POST it for the first card (takes a task), then answer each card; the
     answer's reply is the next card. After a refused answer, POST the page again."""
     rng = random.Random(annotator.username)
-    with httpx.Client(base_url=base, timeout=30) as client:
-        headers = log_in(client, annotator.username)
+    client = annotator_client(base, annotator.username)
+    try:
         start.wait()
         # Until warm, workers compile templates and fill caches: not measured.
         warm = time.perf_counter() + warmup
@@ -110,7 +110,7 @@ def drive(
         while time.perf_counter() < deadline:
             if card is None:
                 began = time.perf_counter()
-                card = client.post(f"/projects/{project_id}/", headers=headers)
+                card = client.post(f"/projects/{project_id}/")
                 if began >= warm:
                     annotator.first_ms.append((time.perf_counter() - began) * 1000)
             answer = answer_for(card.text, rng) if card.status_code == 200 else None
@@ -120,9 +120,7 @@ def drive(
             task_id, data = answer
             began = time.perf_counter()
             measuring = began >= warm
-            reply = client.post(
-                f"/projects/{project_id}/tasks/{task_id}/submit/", data=data, headers=headers
-            )
+            reply = client.post(f"/projects/{project_id}/tasks/{task_id}/submit/", data)
             if measuring:
                 annotator.answer_ms.append((time.perf_counter() - began) * 1000)
             if reply.status_code == 200:
@@ -134,6 +132,8 @@ def drive(
                 card = None
             if think_ms:
                 time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
+    finally:
+        client.close()
 
 
 def percentile(values: list[float], q: float) -> float:

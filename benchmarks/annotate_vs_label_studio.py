@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import label_studio as ls
-from annotators import answer_for, log, log_in, start_web
+from annotators import annotator_client, answer_for, log, start_web
 from cpu_meter import CpuMeter, CpuWindow, PrivatePostgres
+from lean_http import LeanClient, Reply
 from side_by_side import (
     pairwise_items,
     percentile,
@@ -39,30 +39,23 @@ class Phase:
     load: float = 0.0
 
 
-def limits(keepalive: bool) -> httpx.Limits:
-    return httpx.Limits(max_keepalive_connections=None if keepalive else 0)
-
-
 def ours_annotator(base: str, project_id: int, username: str, keepalive: bool) -> Step:
     """This app's page: POST it for the first card (takes a task), then POST each answer; the
     answer's reply is the next card, so a judgment is one request."""
-    client = httpx.Client(base_url=base, timeout=120, limits=limits(keepalive))
-    headers = log_in(client, username)
+    client = annotator_client(base, username, keepalive)
     rng = random.Random(username)
-    card: httpx.Response | None = None
+    card: Reply | None = None
 
     def step() -> str | None:
         nonlocal card
         if card is None:
-            card = client.post(f"/projects/{project_id}/", headers=headers)
+            card = client.post(f"/projects/{project_id}/")
         answer = answer_for(card.text, rng) if card.status_code == 200 else None
         if answer is None:
             status, card = card.status_code, None
             return f"card: {status}"
         task_id, data = answer
-        reply = client.post(
-            f"/projects/{project_id}/tasks/{task_id}/submit/", data=data, headers=headers
-        )
+        reply = client.post(f"/projects/{project_id}/tasks/{task_id}/submit/", data)
         card = reply if reply.status_code == 200 else None
         return None if card is not None else f"submit: {reply.status_code}"
 
@@ -71,7 +64,7 @@ def ours_annotator(base: str, project_id: int, username: str, keepalive: bool) -
 
 def peer_annotator(peer: ls.LabelStudio, project_id: int, token: str, keepalive: bool) -> Step:
     """Label Studio's labeling stream: next task, then the annotation."""
-    client = peer.client(token, keepalive=keepalive, timeout=120)
+    client = LeanClient(peer.base, keepalive=keepalive, headers={"Authorization": f"Token {token}"})
     rng = random.Random(token)
 
     def step() -> str | None:
@@ -153,22 +146,28 @@ def compare(args) -> None:
         peer = ls.LabelStudio(venv, pg.port, "ls_bench", port=args.port + 2)
         try:
             base = f"http://127.0.0.1:{args.port}"
-            project = prefhub_project(args.overlap, names)
-            with prefhub_api(base, token) as api:
-                prefhub_import(api, project, prompt_rows(items))
             tokens = peer.bootstrap(args.annotators)
             peer.start(logs / "label_studio.log")
-            with peer.client(tokens[0]) as api:
-                peer_project = ls.create_project(api, args.overlap)
-                ls.import_tasks(api, peer_project, ls.task_rows(items))
-            from django.db import connections
 
-            connections.close_all()  # the bench process holds no connection while measuring
+            def fresh_projects(phase: str) -> tuple[int, int]:
+                """The same items, imported into a new project of each app for each phase,
+                so no phase starts on a queue another one emptied."""
+                project = prefhub_project(args.overlap, names, name=f"Benchmark, {phase}")
+                with prefhub_api(base, token) as api:
+                    prefhub_import(api, project, prompt_rows(items))
+                with peer.client(tokens[0]) as api:
+                    peer_project = ls.create_project(api, args.overlap, title=phase)
+                    ls.import_tasks(api, peer_project, ls.task_rows(items))
+                return project, peer_project
+
+            from django.db import connections
 
             summary = []
             for keepalive in (False, True):
                 mode = "keep-alive" if keepalive else "new connection per request"
                 for count in (args.annotators, 1):
+                    project, peer_project = fresh_projects(f"{count} annotators, {mode}")
+                    connections.close_all()  # the bench process holds none while measuring
                     log(f"\n{count} annotator(s), no pause, {mode}:")
                     ours_steps = [
                         ours_annotator(base, project, n, keepalive) for n in names[:count]

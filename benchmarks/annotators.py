@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from lean_http import LeanClient
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgres://postgres@127.0.0.1:5432"  # the machine's PostgreSQL
@@ -409,6 +410,15 @@ def log_in(client: httpx.Client, username: str) -> dict[str, str]:
         },
     )
     return {**HTMX, "X-CSRFToken": client.cookies["csrftoken"]}
+
+
+def annotator_client(base: str, username: str, keepalive: bool = True) -> LeanClient:
+    """A client logged in as `username` that sends what the htmx page sends (its cookies, the
+    CSRF header); the log-in itself goes through httpx, unmeasured."""
+    with httpx.Client(base_url=base, timeout=30) as browser:
+        headers = log_in(browser, username)
+        cookies = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    return LeanClient(base, keepalive=keepalive, headers={**headers, "Cookie": cookies})
 
 
 def answer_for(card: str, rng: random.Random) -> tuple[int, dict[str, str]] | None:

@@ -37,6 +37,7 @@ import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
 from annotators import download
+from lean_http import LeanClient
 
 VERSION = "1.23.2"
 DEFAULT_VENV = Path("/work/lsvenv")
@@ -299,21 +300,21 @@ def user_ids(api: httpx.Client) -> dict[str, int]:
     return {u["email"]: u["id"] for u in reply.json()}
 
 
-def next_task(api: httpx.Client, project_id: int) -> dict | None:
+def next_task(api: LeanClient, project_id: int) -> dict | None:
     """The labeling stream's next task for the caller; None when it has none left."""
     reply = api.get(f"/api/projects/{project_id}/next/")
     if reply.status_code == 404:
         return None
-    reply.raise_for_status()
+    if reply.status_code != 200:
+        raise RuntimeError(f"next task: {reply.status_code} {reply.text[:200]}")
     return reply.json()
 
 
-def submit(api: httpx.Client, project_id: int, task_id: int, choice: str, lead_time: float) -> int:
+def submit(api: LeanClient, project_id: int, task_id: int, choice: str, lead_time: float) -> int:
     """Submit one choice as the labeling interface does; returns the status code."""
-    reply = api.post(
-        f"/api/tasks/{task_id}/annotations/",
-        params={"project": project_id},
-        json={
+    reply = api.post_json(
+        f"/api/tasks/{task_id}/annotations/?project={project_id}",
+        {
             "result": result_for(choice),
             "lead_time": lead_time,
             "project": project_id,
