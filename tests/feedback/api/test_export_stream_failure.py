@@ -87,6 +87,9 @@ def test_a_failure_mid_stream_breaks_the_download_and_is_logged(server, project,
         assert response.status_code == 200
         for block in response.iter_bytes():
             received += block
-    assert received.count(b"\n") == 2  # the two rows before the failure arrived
+    # At most the two rows before the failure: granian drops a chunk it had not yet sent
+    # when the app fails (1 try in 50 of a three-line app here, more often under load).
+    assert received.count(b"\n") <= 2
+    assert b"BREAK" not in received
     time.sleep(0.5)
     assert "broke off after the response started" in log.read_text()
