@@ -11,7 +11,7 @@ redis-server (append-only file, a free port), never the machine's shared ones; g
 and two Celery workers (solo pool) on those.
 
 What happens, over --duration seconds of traffic:
-1. A project of 1,500 open tasks (3 annotators each) is seeded, and a judge job (a tiny
+1. A project of 6,000 open tasks (3 annotators each) is seeded, and a judge job (a tiny
    local model) over 40 pair tasks is started.
 2. 50 simulated annotators log in and repeat: ask for the next task, submit an answer.
    A request that fails (connection error or 5xx) is sent again, the same answer with the
@@ -353,7 +353,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     parser.add_argument("--annotators", type=int, default=50)
-    parser.add_argument("--tasks", type=int, default=1500)
+    parser.add_argument("--tasks", type=int, default=6000)
     parser.add_argument("--retries", type=int, default=8, help="per request, after a failure")
     parser.add_argument("--job-timeout", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2, help="web server processes")
