@@ -38,6 +38,7 @@ from feedback.models import (
     RankingEntry,
     RatingAspect,
     RatingFeedback,
+    Response,
     ResponseScore,
     RewardModel,
     SpanFeedback,
@@ -598,17 +599,25 @@ def _prompts(ids: set[int]) -> dict[int, PromptRef]:
 
 
 def _task_pairs(task_ids: set[int]) -> dict[int, tuple[Candidate, Candidate]]:
-    """The two candidates of each pair task, first shown first."""
+    """The two candidates of each pair task, first shown first.
+
+    Links, then their responses by id: as one join, PostgreSQL hashed the whole response
+    table for each batch (15 full scans of 80,000 rows for one 141,000-row export)."""
     links = (
         TaskResponse.objects.filter(task_id__any=task_ids, position__lte=1)
         .order_by("task_id", "position")
-        .values_list("task_id", "response_id", "response__text", "response__model_name")
+        .values_list("task_id", "response_id")
     )
-    pairs: dict[int, tuple[Candidate, Candidate]] = {}
-    for task_id, links_of_task in itertools.groupby(links, key=lambda link: link[0]):
-        a, b = (Candidate(*link[1:]) for link in links_of_task)
-        pairs[task_id] = (a, b)
-    return pairs
+    by_task: dict[int, list[int]] = defaultdict(list)
+    for task_id, response_id in links:
+        by_task[task_id].append(response_id)
+    responses = {
+        row[0]: Candidate(*row)
+        for row in Response.objects.filter(
+            pk__any={response_id for pair in by_task.values() for response_id in pair}
+        ).values_list("id", "text", "model_name")
+    }
+    return {task_id: (responses[a], responses[b]) for task_id, (a, b) in by_task.items()}
 
 
 def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:

@@ -14,16 +14,11 @@ BLOCK_BYTES = 256 * 1024
 
 def write_rows(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     """Encode rows as UTF-8 JSON lines; each yielded block is about BLOCK_BYTES."""
-    lines: list[bytes] = []
-    size = 0
+    block = bytearray()
     for row in rows:
-        line = orjson.dumps(row)
-        lines.append(line)
-        size += len(line) + 1
-        if size >= BLOCK_BYTES:
-            lines.append(b"")
-            yield b"\n".join(lines)
-            lines, size = [], 0
-    if lines:
-        lines.append(b"")
-        yield b"\n".join(lines)
+        block += orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        if len(block) >= BLOCK_BYTES:
+            yield bytes(block)
+            block.clear()
+    if block:
+        yield bytes(block)

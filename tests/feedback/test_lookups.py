@@ -36,3 +36,10 @@ def test_any_sends_thousands_of_ids_as_one_parameter():
     sql, params = Prompt.objects.filter(pk__any=range(5000)).query.sql_with_params()
     assert len(params) == 1
     assert "ANY" in sql
+
+
+def test_any_prepares_values_of_another_type_as_in_does():
+    """Ints pass as they are to an integer column; anything else is converted."""
+    prompt = PromptFactory(project=ProjectFactory(), external_id="7")
+    assert list(Prompt.objects.filter(pk__any=[str(prompt.pk)])) == [prompt]
+    assert list(Prompt.objects.filter(external_id__any=[7])) == [prompt]
