@@ -183,7 +183,10 @@ def test_a_job_whose_database_session_is_cut_mid_run_is_retried_and_resumed(
     cannot even write the error then; it must come back and finish the job."""
     worker = start_worker()
     project = ProjectFactory()
-    job = poem_job(project, 12, tiny_model_dir)
+    # Long enough that the first sample is not nearly the last: 12 prompts were all done
+    # within one poll of wait_for on a fast machine, before any session could be cut.
+    prompts = 120
+    job = poem_job(project, prompts, tiny_model_dir)
     wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -194,6 +197,6 @@ def test_a_job_whose_database_session_is_cut_mid_run_is_retried_and_resumed(
 
     wait_for(lambda: finished(job), 120, worker.output)
     assert job.status == Job.Status.SUCCEEDED, job.error
-    assert job.attempts == 2 and job.done == job.total == 12
+    assert job.attempts == 2 and job.done == job.total == prompts
     # Every sample stored once or listed once as skipped (a text equal to another's).
-    assert Response.objects.filter(job=job).count() + len(job.skipped) == 24
+    assert Response.objects.filter(job=job).count() + len(job.skipped) == 2 * prompts
