@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -91,7 +92,10 @@ def run_phase(steps: list[Step], meter: CpuMeter, warmup: float, duration: float
             began = time.perf_counter()
             if began >= window[1]:
                 return
-            error = step()
+            try:
+                error = step()
+            except (OSError, http.client.HTTPException) as exc:  # counted, not a dead thread
+                error = f"{type(exc).__name__}: {exc}"
             done = time.perf_counter()
             with lock:
                 if error is not None:

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -361,7 +362,7 @@ def start_web(
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    server.kill()
+    os.killpg(server.pid, signal.SIGKILL)  # the server and its workers
     raise SystemExit("the web server did not start")
 
 

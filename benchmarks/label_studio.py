@@ -228,15 +228,11 @@ class LabelStudio:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
-    def client(self, token: str, keepalive: bool = True, timeout: float = 600) -> httpx.Client:
-        """An API client as `token`; without keep-alive each request opens a new
-        connection, as a browser's requests through a proxy that closes them do."""
-        limits = httpx.Limits(max_keepalive_connections=None if keepalive else 0)
+    def client(self, token: str, timeout: float = 600) -> httpx.Client:
+        """An API client as `token`, for setting up and downloading (the annotators use
+        lean_http)."""
         return httpx.Client(
-            base_url=self.base,
-            headers={"Authorization": f"Token {token}"},
-            timeout=timeout,
-            limits=limits,
+            base_url=self.base, headers={"Authorization": f"Token {token}"}, timeout=timeout
         )
 
 

@@ -7,7 +7,7 @@ own lines; Django's settings read it too).
 
 granian rather than gunicorn: measured on 2 cores with 16 annotators answering without a pause
 over 100,000 tasks (benchmarks/annotate_load.py, 2026-12-02), granian served ~405 judgments/s
-for 2.7-2.8 ms of web-process CPU a judgment and p95 52-55 ms, gunicorn gthread 270-364
+for 2.7-2.8 ms of web-process CPU a judgment and p95 52-55 ms, gunicorn gthread 270.5-373.1
 judgments/s, 3.0-3.9 ms and p95 62-105 ms; beside Label Studio with a new connection per
 request, 347 judgments/s against gunicorn's 305. granian ends a chunked response without its
 last chunk when the app fails mid-stream, so a broken export reaches the client as an error
@@ -26,7 +26,18 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
+from config.env import env_flag
+
 APPLICATION = "config.wsgi:application"
+
+
+def bind_address(value: str) -> tuple[str, int]:
+    """(host, port) from WEB_BIND: `0.0.0.0:8000`, `[::]:8000` or a host alone (port 8000).
+    granian takes an IP address, not a name such as localhost."""
+    host, colon, port = value.rpartition(":")
+    if not colon or "]" in port or (host.count(":") and not host.startswith("[")):
+        host, port = value, "8000"  # no port, or a bare IPv6 address
+    return host.strip("[]"), int(port)
 
 
 def serve(target: str = APPLICATION) -> None:
@@ -34,12 +45,13 @@ def serve(target: str = APPLICATION) -> None:
 
     Workers are processes forked by this one; a worker that dies is started again.
     """
-    host, _, port = (os.environ.get("WEB_BIND") or "127.0.0.1:8000").rpartition(":")
+    host, port = bind_address(os.environ.get("WEB_BIND") or "127.0.0.1:8000")
+    level = (os.environ.get("LOG_LEVEL") or "INFO").lower()
     Granian(
         target=target,
         interface=Interfaces.WSGI,
         address=host,
-        port=int(port),
+        port=port,
         workers=int(os.environ.get("WEB_WORKERS") or os.cpu_count() or 1),
         blocking_threads=int(os.environ.get("WEB_THREADS") or 2),
         # granian's longest: a thread that ends takes its persistent database connection
@@ -47,8 +59,10 @@ def serve(target: str = APPLICATION) -> None:
         blocking_threads_idle_timeout=600,
         websockets=False,
         respawn_failed_workers=True,
-        log_level=LogLevels((os.environ.get("LOG_LEVEL") or "INFO").lower()),
-        log_access=bool(os.environ.get("WEB_ACCESS_LOG")),
+        # On SIGTERM, requests in flight (a long export) get this long before the kill.
+        workers_kill_timeout=30,
+        log_level=LogLevels("critical" if level == "fatal" else level),  # Python's alias
+        log_access=env_flag("WEB_ACCESS_LOG", False),
     ).serve()
 
 

@@ -17,13 +17,9 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from config.env import env_flag
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_flag(name: str, default: bool) -> bool:
-    """A yes/no variable; unset or empty (as compose passes an unset `${VAR}`) is `default`."""
-    value = os.environ.get(name, "").strip().lower()
-    return value in {"1", "true", "yes", "on"} if value else default
 
 
 DEBUG = env_flag("DJANGO_DEBUG", False)

@@ -615,7 +615,9 @@ def _task_pairs(task_ids: set[int]) -> dict[int, tuple[Candidate, Candidate]]:
         row[0]: Candidate(*row)
         for row in Response.objects.filter(
             pk__any={response_id for pair in by_task.values() for response_id in pair}
-        ).values_list("id", "text", "model_name")
+        )
+        .order_by()
+        .values_list("id", "text", "model_name")
     }
     return {task_id: (responses[a], responses[b]) for task_id, (a, b) in by_task.items()}
 
