@@ -91,7 +91,10 @@ def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
     redelivery = {"CELERY_VISIBILITY_TIMEOUT": "5"}
     first = start_worker(**redelivery)
     project = ProjectFactory()
-    job = poem_job(project, 12, tiny_model_dir)
+    # Long enough that the first sample is not nearly the last: 12 prompts were all done
+    # within one poll of wait_for on a fast machine, before the worker could be killed.
+    prompts = 120
+    job = poem_job(project, prompts, tiny_model_dir)
 
     def some_saved() -> bool:
         return Response.objects.filter(job=job).exists()
@@ -106,9 +109,9 @@ def test_a_job_whose_worker_is_killed_is_redone_by_another_without_duplicates(
     wait_for(lambda: finished(job), 180, second.output)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    assert job.attempts == 2 and job.done == job.total == 12
+    assert job.attempts == 2 and job.done == job.total == prompts
     responses = Response.objects.filter(job=job)
-    assert_every_sample_stored_or_skipped(job, responses, 24)
+    assert_every_sample_stored_or_skipped(job, responses, 2 * prompts)
     # What the first worker stored was kept, not generated again.
     assert saved_before <= set(responses.values_list("pk", flat=True))
 
@@ -139,7 +142,7 @@ def test_a_redelivery_that_finds_the_dead_childs_lock_still_held_waits_and_runs_
     session not yet reaped would: the redelivery must come back later, not be acked."""
     worker = start_worker(pool="prefork")
     project = ProjectFactory()
-    prompts = 48  # enough that the job is still running when the child is killed
+    prompts = 120  # enough that the job is still running when the child is killed
     job = poem_job(project, prompts, tiny_model_dir)
     wait_for(lambda: Response.objects.filter(job=job).exists(), 120, worker.output)
     db = connection.settings_dict
