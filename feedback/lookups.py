@@ -12,22 +12,17 @@ class AnyOf(Lookup):
     lookup_name = "any"
     prepare_rhs = False
 
-    @property
-    def of_integers(self) -> bool:
-        field = self.lhs.output_field
-        return isinstance(field.target_field if field.is_relation else field, IntegerField)
-
     def get_prep_lookup(self):
         if isinstance(self.rhs, str | bytes) or hasattr(self.rhs, "resolve_expression"):
             raise TypeError("__any takes a collection of values; use __in for a subquery.")
-        prepare = self.lhs.output_field.get_prep_value
+        field = self.lhs.output_field
         # An int needs no preparing for an integer column: ids come by the ten thousand
         # (an export's batches), and a call per id was a twentieth of the export's time.
-        ready = int if self.of_integers else None
+        integers = isinstance(field.target_field if field.is_relation else field, IntegerField)
         # As __in: instances stand for their key, and None matches nothing.
         values = (getattr(value, "pk", value) for value in self.rhs)
         return [
-            value if type(value) is ready else prepare(value)
+            value if integers and type(value) is int else field.get_prep_value(value)
             for value in values
             if value is not None
         ]
