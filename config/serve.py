@@ -2,8 +2,8 @@
 
 Settings from the environment (unset or empty: the default): WEB_BIND `host:port`
 (`127.0.0.1:8000`), WEB_WORKERS processes (one a core), WEB_THREADS threads each running the
-WSGI app (2), WEB_ACCESS_LOG (any value: one line a request on stdout), LOG_LEVEL (granian's
-own lines; Django's settings read it too).
+WSGI app (2), WEB_ACCESS_LOG (yes/no, as config.env.env_flag reads it: one line a request
+on stdout), LOG_LEVEL (granian's own lines; Django's settings read it too).
 
 granian rather than gunicorn: measured on 2 cores with 16 annotators answering without a pause
 over 100,000 tasks (benchmarks/annotate_load.py, 2026-12-02), granian served ~405 judgments/s
