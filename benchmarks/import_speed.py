@@ -14,6 +14,12 @@ repeat imports into a fresh project of each app, alternating, so both see the sa
 
 Prints per app and repeat: seconds, tasks/s, server + PostgreSQL CPU per 1,000 tasks, the
 server's memory growth; then the ratio of the best tasks/s. Option --no-peer: this app only.
+
+Then the database alone: the same prompts, responses, tasks and task links written by
+COPY from this process into fresh projects, with no HTTP, parsing or checks, once as the
+import writes them and once without the foreign-key checks (`session_replication_role =
+replica`, which the benchmark's superuser may set). Its PostgreSQL CPU bounds what any
+import into this schema could reach on these cores, beside Label Studio's rate.
 """
 
 from __future__ import annotations
@@ -57,7 +63,57 @@ def measure(name: str, server_pid: int, postmaster_pid: int, tasks: int, run) ->
         f"CPU per 1,000 tasks: {cpu.per(tasks // 1000)}  server +{rss.growth_mb:.0f} MB  "
         f"load {os.getloadavg()[0]:.1f}"
     )
-    return {"seconds": seconds, "rate": tasks / seconds, "cpu": cpu.server + cpu.postgres}
+    return {
+        "seconds": seconds,
+        "rate": tasks / seconds,
+        "cpu": cpu.server + cpu.postgres,
+        "postgres": cpu.postgres,
+    }
+
+
+def database_alone(project_id: int, rows: list[dict], *, foreign_key_checks: bool) -> None:
+    """Write the rows' prompts, responses, pair tasks and task links as the import does
+    (`rows_insert`, one transaction), with nothing else: the database's share alone."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from feedback.bulk import rows_insert
+    from feedback.models import Prompt, Response, Task, TaskResponse
+
+    now = timezone.now().isoformat()
+    with transaction.atomic():
+        if not foreign_key_checks:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL session_replication_role = replica")
+        prompt_ids = rows_insert(
+            Prompt,
+            ("project_id", "external_id", "text", "metadata", "created_at"),
+            [(project_id, row["id"], row["prompt"], {}, now) for row in rows],
+        )
+        response_ids = rows_insert(
+            Response,
+            ("prompt_id", "text", "model_name", "generation_params", "created_at"),
+            [
+                (prompt_id, text, "", {}, now)
+                for prompt_id, row in zip(prompt_ids, rows, strict=True)
+                for text in row["responses"]
+            ],
+        )
+        task_ids = rows_insert(
+            Task,
+            ("project_id", "prompt_id", "layout", "priority", "slots_taken", "is_full",
+             "display_seed", "created_at"),
+            [(project_id, prompt_id, "pair", 0.0, 0, False, 0, now) for prompt_id in prompt_ids],
+        )  # fmt: skip
+        rows_insert(
+            TaskResponse,
+            ("task_id", "response_id", "position"),
+            [
+                (task_id, response_ids[2 * index + position], position)
+                for index, task_id in enumerate(task_ids)
+                for position in (0, 1)
+            ],
+        )
 
 
 def main() -> None:
@@ -107,9 +163,31 @@ def main() -> None:
                                 lambda p=project: ls.import_tasks(peer_api, p, tasks),
                             )
                         )  # fmt: skip
+            alone = {True: [], False: []}
+            for r in range(args.repeat):
+                for checks in (True, False):
+                    project = prefhub_project(1, [], name=f"Database alone {r} {checks}")
+                    name = "database alone" if checks else "  without FKs"
+                    alone[checks].append(
+                        measure(
+                            name, os.getpid(), pg.postmaster_pid, args.tasks,
+                            lambda p=project, c=checks: database_alone(
+                                p, rows, foreign_key_checks=c
+                            ),
+                        )
+                    )  # fmt: skip
         finally:
             stop_servers(ours, peer)
     report(results, "tasks")
+    peer_best = max((r["rate"] for r in results["Label Studio"]), default=0.0)
+    for checks, label in ((True, "with"), (False, "without")):
+        postgres = min(r["postgres"] for r in alone[checks])
+        bound = args.tasks / postgres
+        ratio = f" = {bound / peer_best:.2f}x Label Studio's best" if peer_best else ""
+        log(
+            f"database alone, {label} foreign-key checks: PostgreSQL {postgres:.2f} s CPU, "
+            f"so at most {bound:,.0f} tasks/s on its one backend{ratio}"
+        )
 
 
 if __name__ == "__main__":
