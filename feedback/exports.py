@@ -28,7 +28,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from feedback.models import (
     FreeTextFeedback,
@@ -599,27 +599,26 @@ def _prompts(ids: set[int]) -> dict[int, PromptRef]:
 
 
 def _task_pairs(task_ids: set[int]) -> dict[int, tuple[Candidate, Candidate]]:
-    """The two candidates of each pair task, first shown first.
-
-    Links, then their responses by id: as one join, PostgreSQL hashed the whole response
-    table for each batch (15 full scans of 80,000 rows for one 141,000-row export)."""
-    links = (
-        TaskResponse.objects.filter(task_id__any=task_ids, position__lte=1)
-        .order_by("task_id", "position")
-        .values_list("task_id", "response_id")
-    )
+    """The two candidates of each pair task, first shown first."""
     by_task: dict[int, list[int]] = defaultdict(list)
-    for task_id, response_id in links:
+    links = TaskResponse.objects.filter(task_id__any=task_ids, position__lte=1)
+    for task_id, _, response_id in _links(links):
         by_task[task_id].append(response_id)
-    responses = {
-        row[0]: Candidate(*row)
-        for row in Response.objects.filter(
-            pk__any={response_id for pair in by_task.values() for response_id in pair}
-        )
-        .order_by()
-        .values_list("id", "text", "model_name")
-    }
+    responses = _candidates({response_id for pair in by_task.values() for response_id in pair})
     return {task_id: (responses[a], responses[b]) for task_id, (a, b) in by_task.items()}
+
+
+def _links(links: QuerySet[TaskResponse]) -> QuerySet:
+    """(task id, position, response id) of the links, by task and position."""
+    return links.order_by("task_id", "position").values_list("task_id", "position", "response_id")
+
+
+def _candidates(response_ids: set[int]) -> dict[int, Candidate]:
+    """The responses by id, read apart from their tasks' links: as one join over a batch
+    of tasks, PostgreSQL hashed the whole response table for each batch (15 full scans
+    of 80,000 rows for one 141,000-row export)."""
+    rows = Response.objects.filter(pk__any=response_ids).order_by()
+    return {row[0]: Candidate(*row) for row in rows.values_list("id", "text", "model_name")}
 
 
 def _ranking_votes(project: Project, options: ExportOptions) -> Iterator[Vote]:
@@ -1170,15 +1169,19 @@ def _raw_data(kind: str, data: dict[str, Any], responses: list[dict]) -> dict[st
 
 
 def _task_responses(task_ids: set[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each task's responses, in display order."""
+    links = list(_links(TaskResponse.objects.filter(task_id__any=task_ids)))
+    candidates = _candidates({response_id for _, _, response_id in links})
     responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    links = (
-        TaskResponse.objects.filter(task_id__any=task_ids)
-        .order_by("task_id", "position")
-        .values_list("task_id", "position", "response_id", "response__text", "response__model_name")
-    )
-    for task_id, position, response_id, text, model in links:
+    for task_id, position, response_id in links:
+        candidate = candidates[response_id]
         responses[task_id].append(
-            {"response_id": response_id, "position": position, "model": model, "text": text}
+            {
+                "response_id": response_id,
+                "position": position,
+                "model": candidate.model,
+                "text": candidate.text,
+            }
         )
     return responses
 

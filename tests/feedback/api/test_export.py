@@ -263,6 +263,17 @@ def test_raw_holds_every_record_with_timings(viewer_client, project, filled):
     assert json.loads(pairwise["data"])["choice"] in {"A", "B", "tie"}
     judged = next(row for row in exported if row["judge"])
     assert judged["duration_ms"] == -1
+    for row in exported:
+        shown = Task.objects.get(pk=row["task_id"]).links.order_by("position")
+        assert row["responses"] == [
+            {
+                "response_id": link.response_id,
+                "position": link.position,
+                "model": link.response.model_name,
+                "text": link.response.text,
+            }
+            for link in shown.select_related("response")
+        ]
 
 
 def test_chat_form_can_be_asked_for_plain_prompts(viewer_client, project, filled_text, tmp_path):
