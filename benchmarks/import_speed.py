@@ -107,7 +107,7 @@ def database_alone(project_id: int, rows: list[dict], *, foreign_key_checks: boo
                 Task,
                 ("project_id", "prompt_id", "layout", "priority", "slots_taken", "is_full",
                  "display_seed", "created_at"),
-                [(project_id, prompt_id, "pair", 0.0, 0, False, 0, now) for prompt_id in prompt_ids],  # noqa: E501
+                [(project_id, prompt, "pair", 0.0, 0, False, 0, now) for prompt in prompt_ids],
             )  # fmt: skip
             rows_insert(
                 TaskResponse,
