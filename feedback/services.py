@@ -52,7 +52,7 @@ from feedback.models import (
     Task,
     TaskResponse,
 )
-from feedback.rows import prepared_cursor
+from feedback.rows import instance_insert, prepared_cursor
 from feedback.schemas import CandidateRow, ImportedRow, json_problem
 from feedback.selectors import project_for_annotator
 
@@ -265,9 +265,9 @@ def _submission_write(
         raise FeedbackError("The feedback was refused.", errors=errors)
     path = ""
     try:
-        submission.save()
+        instance_insert(submission)
         for path, record in records:  # noqa: B007 (the handler names the failing record)
-            record.save()
+            instance_insert(record)
             if isinstance(record, RankingFeedback):
                 RankingEntry.objects.bulk_create(
                     RankingEntry(ranking=record, response_id=response_id, rank=rank)

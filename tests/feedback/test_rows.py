@@ -1,15 +1,22 @@
+import uuid
+
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
+from feedback.models import PairwiseFeedback, Submission, Task
+from feedback.rows import instance_insert
 from feedback.selectors import annotator_place
-from tests.factories import MemberFactory, ProjectFactory, UserFactory
+from tests.factories import MemberFactory, ProjectFactory, UserFactory, task_with_responses
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared on PostgreSQL only"),
-]
+pytestmark = pytest.mark.django_db
+
+prepared_on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared on PostgreSQL only"
+)
 
 
+@prepared_on_postgresql
 def test_a_hot_statement_is_prepared_once_and_planned_once():
     """Each card reads the annotator's place through a prepared statement: ids of any size
     share one statement (bigint parameters), and it runs on its generic plan instead of
@@ -36,3 +43,49 @@ def test_a_hot_statement_is_prepared_once_and_planned_once():
     types, generic_plans, custom_plans = prepared[0]
     assert set(types) == {"bigint"}
     assert (generic_plans, custom_plans) == (12, 0)
+
+
+def test_an_inserted_row_holds_what_save_would_store():
+    """The answer's rows skip the ORM's save: each column still gets the instance's value,
+    its default or its insert time, and a record made against the unsaved submission
+    points at the submission's new id."""
+    task = task_with_responses(ProjectFactory(), Task.Layout.PAIR, 2)
+    annotator = UserFactory()
+    key = uuid.uuid4()
+    before = timezone.now()
+    submission = Submission(task=task, annotator=annotator, duration_ms=4321, submit_key=key)
+    pairwise = PairwiseFeedback(submission=submission, choice="B", strength=3)
+
+    assert instance_insert(submission) is submission
+    instance_insert(pairwise)
+
+    stored = Submission.objects.get()
+    assert stored.pk == submission.pk and not submission._state.adding
+    assert (stored.task_id, stored.annotator_id, stored.judge_id, stored.job_id) == (
+        task.pk,
+        annotator.pk,
+        None,
+        None,
+    )
+    assert (stored.duration_ms, stored.submit_key, stored.is_current) == (4321, key, True)
+    assert (stored.spans_checked, stored.supersedes_id) == (False, None)
+    assert before <= stored.created_at == submission.created_at <= timezone.now()
+    assert PairwiseFeedback.objects.values_list(
+        "pk", "submission_id", "choice", "strength"
+    ).get() == (
+        pairwise.pk,
+        submission.pk,
+        "B",
+        3,
+    )
+
+
+def test_an_insert_that_breaks_a_constraint_raises_and_stores_nothing():
+    task = task_with_responses(ProjectFactory(), Task.Layout.PAIR, 2)
+    annotator = UserFactory()
+    instance_insert(Submission(task=task, annotator=annotator))
+
+    broken = pytest.raises(IntegrityError, match="submission_one_current_per_annotator")
+    with broken, transaction.atomic():
+        instance_insert(Submission(task=task, annotator=annotator))
+    assert Submission.objects.count() == 1
