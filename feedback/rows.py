@@ -67,11 +67,9 @@ def instance_insert(instance: M) -> M:
     than the database's work on each answer. Sends no signals (none listens on these
     models); a violated constraint raises IntegrityError as `save()` does."""
     sql, fields = _insert_statement(type(instance))
-    for field in fields:  # a related object saved after it was assigned: take its new id
-        if field.is_relation and field.is_cached(instance):
-            related = field.get_cached_value(instance)
-            if related is not None:
-                setattr(instance, field.attname, related.pk)
+    # As save() and bulk_create() do: take the id of a related object saved after it was
+    # assigned, and refuse one never saved.
+    instance._prepare_related_fields_for_save(operation_name="instance_insert")
     values = [
         field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
     ]

@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from feedback.models import PairwiseFeedback, Submission, Task
+from feedback.models import FreeTextFeedback, PairwiseFeedback, Submission, Task
 from feedback.rows import instance_insert
 from feedback.selectors import annotator_place
 from tests.factories import MemberFactory, ProjectFactory, UserFactory, task_with_responses
@@ -55,9 +55,12 @@ def test_an_inserted_row_holds_what_save_would_store():
     before = timezone.now()
     submission = Submission(task=task, annotator=annotator, duration_ms=4321, submit_key=key)
     pairwise = PairwiseFeedback(submission=submission, choice="B", strength=3)
+    hostile = "<script>alert(1)</script> <b>É</b> İstanbul ✓ \u202eright-to-left 日本語"
+    rationale = FreeTextFeedback(submission=submission, mode="rationale", text=hostile)
 
     assert instance_insert(submission) is submission
     instance_insert(pairwise)
+    instance_insert(rationale)
 
     stored = Submission.objects.get()
     assert stored.pk == submission.pk and not submission._state.adding
@@ -78,6 +81,19 @@ def test_an_inserted_row_holds_what_save_would_store():
         "B",
         3,
     )
+    assert FreeTextFeedback.objects.values_list("submission_id", "text").get() == (
+        submission.pk,
+        hostile,
+    )
+
+
+def test_an_unsaved_related_object_is_refused_as_save_refuses_it():
+    task = task_with_responses(ProjectFactory(), Task.Layout.PAIR, 2)
+    unsaved = Submission(task=task, annotator=UserFactory())
+
+    with pytest.raises(ValueError, match="unsaved related object 'submission'"):
+        instance_insert(PairwiseFeedback(submission=unsaved, choice="A", strength=1))
+    assert not PairwiseFeedback.objects.exists()
 
 
 def test_an_insert_that_breaks_a_constraint_raises_and_stores_nothing():
